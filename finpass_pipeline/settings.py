@@ -1,0 +1,109 @@
+"""Operator configuration: the `FINPASS_*` variables of CONTRACT.md §4 (and a `.env` file).
+
+Settings are built once, at the edge (the CLI), and passed down. A bad value is a
+`ValidationError`; `describe_settings_error` turns it into the one line the CLI prints before
+exiting 2.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_AUDIT_HASH_KEY = "finpass-dev-only-insecure-audit-key"
+"""Used for `user_id_hash` only when `FINPASS_DEV_MODE=true` and no key is configured."""
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline reads from its environment. Frozen: pass it down, never mutate."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FINPASS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/finpass"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "finpass."
+    consumer_group: str = Field(default="finpass-pipeline", min_length=1, max_length=255)
+    audit_hash_key: SecretStr | None = None
+    audit_hash_key_id: str = Field(default="k1", min_length=1, max_length=32)
+    max_consecutive_dead_letters: int = Field(default=100, ge=1)
+    http_port: int = Field(default=9464, ge=0, le=65535)
+
+    # Additions to the contract (documented in the README).
+    dev_mode: bool = False
+    batch_max_events: int = Field(default=2000, ge=1, le=100_000)
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=32)
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    log_level: str = Field(default="info", pattern="^(?i)(debug|info|warning|error)$")
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn_is_postgres(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must start with postgresql:// (e.g. postgresql://user@host:5432/db)")
+        try:
+            _ = parts.port  # raises on a non-numeric port
+        except ValueError as e:
+            raise ValueError(f"has a bad port: {e}") from None
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("names no host")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_is_host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server.strip()!r} is not host:port (comma-separated list)")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed or len(value) > 200:
+            raise ValueError("may contain only letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",")]
+
+    def topic(self, name: str) -> str:
+        """`topic("payments")` → `finpass.payments` under the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def hash_key(self) -> bytes:
+        """The audit pseudonym key; outside dev mode a missing key is a configuration error."""
+        if self.audit_hash_key is not None and self.audit_hash_key.get_secret_value():
+            return self.audit_hash_key.get_secret_value().encode()
+        if self.dev_mode:
+            return DEV_AUDIT_HASH_KEY.encode()
+        raise ConfigError(
+            "FINPASS_AUDIT_HASH_KEY is not set (required unless FINPASS_DEV_MODE=true)"
+        )
+
+
+class ConfigError(Exception):
+    """Bad configuration: the CLI prints the message on one line and exits 2."""
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming the first bad variable, e.g. `FINPASS_HTTP_PORT: ...`."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    return f"FINPASS_{field.upper()}: {first['msg']} (got {first.get('input')!r})"
+
+
+def load_settings() -> Settings:
+    """Build settings from the environment; raises `ConfigError` with a one-line reason."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise ConfigError(describe_settings_error(e)) from None

@@ -1,0 +1,70 @@
+"""Shared fixtures: one PostgreSQL and one Kafka broker for the whole run.
+
+Tests isolate themselves by a fresh database (`fresh_db`) and a fresh topic prefix
+(`topic_prefix`), never by restarting services.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tests.services import Services, discover_services
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    """The real PostgreSQL and Kafka this run talks to (local stack, configured, or containers)."""
+    with discover_services() as found:
+        yield found
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture
+async def fresh_db(services: Services) -> AsyncIterator[str]:
+    """DSN of a brand-new, empty database; dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(services.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(services.database_url, name)
+    admin = await asyncpg.connect(services.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix no other test uses, so topics start empty."""
+    return f"t{uuid.uuid4().hex[:12]}."
+
+
+@pytest.fixture
+def bootstrap(services: Services) -> str:
+    return services.kafka_bootstrap_servers
+
+
+@pytest.fixture
+def base_env(services: Services, topic_prefix: str) -> dict[str, str]:
+    """Environment for running `finpass-pipeline` subprocesses against the test services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
+    env.update(
+        FINPASS_KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,
+        FINPASS_TOPIC_PREFIX=topic_prefix,
+        FINPASS_AUDIT_HASH_KEY="test-audit-key",
+        FINPASS_HTTP_PORT="0",
+    )
+    return env
