@@ -1,0 +1,171 @@
+"""`finpass-pipeline`: the one operator command (CONTRACT.md §4).
+
+Exit codes: 0 success, 2 bad usage or configuration (one line on stderr), 1 other failure.
+Subcommand modules are imported lazily so `--help` and `dev up` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from finpass_pipeline.settings import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    print(f"finpass-pipeline: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    return asyncio.run(coro) or EXIT_OK
+
+
+# --- dev stack -------------------------------------------------------------------------------
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.devstack import DevStack, DevStackError  # noqa: PLC0415
+
+    stack = DevStack(settings)
+    try:
+        if args.action == "up":
+            stack.up(_say)
+        elif args.action == "down":
+            stack.down(_say)
+        else:
+            return EXIT_OK if stack.status(_say) else EXIT_FAILURE
+    except DevStackError as e:
+        _fail(str(e))
+    return EXIT_OK
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline import migrations  # noqa: PLC0415
+
+    applied = _run_db(migrations.migrate(settings.database_url, target=args.target))
+    _say(f"applied {len(applied)} migration(s): {', '.join(map(str, applied)) or 'none pending'}")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline import migrations  # noqa: PLC0415
+
+    undone = _run_db(migrations.rollback(settings.database_url, to=args.to))
+    _say(f"rolled back {len(undone)} migration(s): {', '.join(map(str, undone)) or 'none'}")
+    return EXIT_OK
+
+
+def cmd_migrations(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline import migrations  # noqa: PLC0415
+
+    states = _run_db(migrations.status(settings.database_url))
+    _say(f"{'version':>7}  {'state':<8}  {'installed_at':<25}  file")
+    for s in states:
+        state = ("applied" if s.checksum_ok else "EDITED") if s.applied else "pending"
+        installed = s.installed_at.isoformat(timespec="seconds") if s.installed_at else "-"
+        _say(f"{s.version:>7}  {state:<8}  {installed:<25}  {s.file}")
+    return EXIT_OK
+
+
+def _run_db(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a database coroutine, turning driver/connection failures into one-line errors."""
+    from finpass_pipeline.migrations import MigrationError  # noqa: PLC0415
+
+    try:
+        return asyncio.run(coro)
+    except MigrationError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot reach PostgreSQL: {e}")
+
+
+# --- topics, schema --------------------------------------------------------------------------
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.kafka import ensure_topics  # noqa: PLC0415
+
+    created = asyncio.run(ensure_topics(settings))
+    for topic, was_created in created.items():
+        _say(f"{topic}: {'created' if was_created else 'exists'}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.jsonschema_export import export_schemas  # noqa: PLC0415
+
+    written = export_schemas(Path(args.directory))
+    _say(f"wrote {len(written)} JSON Schema file(s) to {args.directory}")
+    return EXIT_OK
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finpass-pipeline",
+        description="Kafka domain events into PostgreSQL rows and an audit log, effectively once.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="start/stop the local PostgreSQL and Kafka (no Docker)")
+    dev.add_argument("action", choices=["up", "down", "status"])
+    dev.set_defaults(handler=cmd_dev)
+
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate.add_argument("--target", type=int, default=None, help="stop at this version")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    rollback = sub.add_parser("rollback", help="undo migrations down to a version")
+    rollback.add_argument("--to", type=int, required=True, metavar="N")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    sub.add_parser("migrations", help="list migrations and their state").set_defaults(
+        handler=cmd_migrations
+    )
+    sub.add_parser("topics", help="create the contract's topics (idempotent)").set_defaults(
+        handler=cmd_topics
+    )
+    schema = sub.add_parser("schema", help="JSON Schema of the event contract")
+    schema_sub = schema.add_subparsers(dest="schema_action", required=True)
+    export = schema_sub.add_parser("export", help="write one schema file per event type")
+    export.add_argument("directory")
+    export.set_defaults(handler=cmd_schema)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+    handler: Handler = args.handler
+    try:
+        code = handler(args, settings)
+    except ConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
