@@ -35,7 +35,7 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
 # --- dev stack -------------------------------------------------------------------------------
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.devstack import DevStack, DevStackError  # noqa: PLC0415
+    from finpass_pipeline.devstack import DevStack, DevStackError
 
     stack = DevStack(settings)
     try:
@@ -53,7 +53,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 # --- migrations ------------------------------------------------------------------------------
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline import migrations  # noqa: PLC0415
+    from finpass_pipeline import migrations
 
     applied = _run_db(migrations.migrate(settings.database_url, target=args.target))
     _say(f"applied {len(applied)} migration(s): {', '.join(map(str, applied)) or 'none pending'}")
@@ -61,7 +61,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline import migrations  # noqa: PLC0415
+    from finpass_pipeline import migrations
 
     undone = _run_db(migrations.rollback(settings.database_url, to=args.to))
     _say(f"rolled back {len(undone)} migration(s): {', '.join(map(str, undone)) or 'none'}")
@@ -69,7 +69,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrations(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline import migrations  # noqa: PLC0415
+    from finpass_pipeline import migrations
 
     states = _run_db(migrations.status(settings.database_url))
     _say(f"{'version':>7}  {'state':<8}  {'installed_at':<25}  file")
@@ -82,7 +82,7 @@ def cmd_migrations(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_db(coro: Coroutine[Any, Any, T]) -> T:
     """Run a database coroutine, turning driver/connection failures into one-line errors."""
-    from finpass_pipeline.migrations import MigrationError  # noqa: PLC0415
+    from finpass_pipeline.migrations import MigrationError
 
     try:
         return asyncio.run(coro)
@@ -95,7 +95,7 @@ def _run_db(coro: Coroutine[Any, Any, T]) -> T:
 # --- topics, schema --------------------------------------------------------------------------
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.kafka import ensure_topics  # noqa: PLC0415
+    from finpass_pipeline.kafka import ensure_topics
 
     created = asyncio.run(ensure_topics(settings))
     for topic, was_created in created.items():
@@ -104,11 +104,22 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.jsonschema_export import export_schemas  # noqa: PLC0415
+    from finpass_pipeline.jsonschema_export import export_schemas
 
     written = export_schemas(Path(args.directory))
     _say(f"wrote {len(written)} JSON Schema file(s) to {args.directory}")
     return EXIT_OK
+
+
+# --- the daemons ------------------------------------------------------------------------------
+
+def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.daemon import main as consume_main
+    from finpass_pipeline.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    settings.hash_key()  # a missing key is a configuration error: exit 2 before connecting
+    return asyncio.run(consume_main(settings))
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -141,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the contract's topics (idempotent)").set_defaults(
         handler=cmd_topics
     )
+    sub.add_parser(
+        "consume", help="run the consumer daemon until SIGTERM/SIGINT, then drain and exit 0"
+    ).set_defaults(handler=cmd_consume)
     schema = sub.add_parser("schema", help="JSON Schema of the event contract")
     schema_sub = schema.add_subparsers(dest="schema_action", required=True)
     export = schema_sub.add_parser("export", help="write one schema file per event type")

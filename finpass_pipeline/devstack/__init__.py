@@ -21,7 +21,8 @@ __all__ = ["DevStack", "DevStackError", "dev_home"]
 
 def dev_home() -> Path:
     """Where the local services keep data, logs and pids: outside any clone, per user."""
-    return Path(os.environ.get("FINPASS_DEV_HOME") or f"/var/tmp/finpass-pipeline-{os.getuid()}")
+    default = f"/var/tmp/finpass-pipeline-{os.getuid()}"  # noqa: S108  (per-uid, survives reboots' /tmp wipes)
+    return Path(os.environ.get("FINPASS_DEV_HOME") or default)
 
 
 class DevStack:

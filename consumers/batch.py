@@ -1,0 +1,96 @@
+"""Turning a poll batch into what one transaction commits: valid events, dead letters, offsets.
+
+Also keeps the stop-the-line counter: dead letters in a row per partition (stored with the
+offsets, so a restart does not reset it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from finpass_pipeline.apply import Incoming
+from finpass_pipeline.events import InvalidEventError, parse_event, topic_suffix
+from finpass_pipeline.store import DeadLetter, PartitionProgress, TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka message, decoded: `event` when valid, else `reason` says why not."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    event: Any | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Plan:
+    events: list[Incoming] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    progress: dict[TopicPartition, PartitionProgress] = field(default_factory=dict)
+
+
+class Planner:
+    """Decodes records and plans batches for one consumer."""
+
+    def __init__(self, topic_prefix: str = "finpass.") -> None:
+        self.prefix = topic_prefix
+        self.consecutive: dict[TopicPartition, int] = {}
+
+    def decode(self, rec: ConsumerRecord) -> Record:
+        value: bytes | None = rec.value
+        base = Record(rec.topic, rec.partition, rec.offset, rec.key, value)
+        if value is None:
+            return replace(base, reason="empty message (tombstone)")
+        try:
+            event = parse_event(value)
+        except InvalidEventError as e:
+            return replace(base, reason=e.reason)
+        expected = self.prefix + topic_suffix(event.event_type)
+        if rec.topic != expected:
+            return replace(base, event=None,
+                           reason=f"event_type {event.event_type!r} belongs on topic "
+                                  f"{expected!r}, not {rec.topic!r}")
+        return replace(base, event=event)
+
+    def reject(self, record: Record, error: str) -> Record:
+        """The database refused this event: it becomes a dead letter."""
+        return replace(record, reason=f"database rejected the event: {error}")
+
+    def plan(self, records: list[Record]) -> Plan:
+        plan = Plan()
+        for r in records:
+            tp = (r.topic, r.partition)
+            progress = plan.progress.get(tp) or PartitionProgress(
+                r.offset + 1, self.consecutive.get(tp, 0))
+            progress.next_offset = r.offset + 1
+            if r.reason is not None:
+                event = r.event
+                plan.dead.append(DeadLetter(
+                    r.topic, r.partition, r.offset, r.key, r.value, r.reason,
+                    event_id=event.event_id if event is not None else None,
+                    event_type=event.event_type if event is not None else None))
+                progress.consecutive_dead_letters += 1
+            else:
+                plan.events.append(Incoming(r.event, r.topic, r.partition, r.offset,
+                                            r.value or b""))
+                progress.consecutive_dead_letters = 0
+            plan.progress[tp] = progress
+        return plan
+
+    def committed(self, plan: Plan) -> None:
+        for tp, progress in plan.progress.items():
+            self.consecutive[tp] = progress.consecutive_dead_letters
+
+    def tripped(self, limit: int) -> str | None:
+        """The first partition with `limit` or more dead letters in a row, as `topic[p]`."""
+        for (topic, partition), count in self.consecutive.items():
+            if count >= limit:
+                return f"{topic}[{partition}]"
+        return None

@@ -1,0 +1,318 @@
+"""`finpass-pipeline consume`: the consumer daemon.
+
+One consumer group over the four domain topics. Each poll batch becomes one database transaction
+(`finpass_pipeline.store`) holding the domain rows, one audit row per applied event, the dead
+letters and the consumed offsets; Kafka's commit follows the database's. On partition assignment
+the consumer seeks to the offsets the database holds, so a crash at any instant neither loses nor
+repeats an effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from consumers.batch import Plan, Planner, Record
+from finpass_pipeline.apply import Applier
+from finpass_pipeline.audit import Pseudonymizer
+from finpass_pipeline.db import create_pool, is_rejection, is_transient, schema_ready
+from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics
+from finpass_pipeline.metrics import ConsumerMetrics, http_server
+from finpass_pipeline.settings import Settings
+from finpass_pipeline.store import BatchResult, DeadLetter, Store
+
+log = structlog.get_logger("finpass.consumer")
+
+MAX_BACKOFF_S = 30.0
+
+
+class StopTheLine(Exception):
+    """Too many dead letters in a row on one partition: something upstream is broken."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, daemon: ConsumerDaemon) -> None:
+        self.daemon = daemon
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # The batch in flight holds the lock: it commits (database, then Kafka) before hand-off.
+        async with self.daemon.batch_lock:
+            log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]"
+                                                       for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.daemon.seek_to_stored(list(assigned))
+
+
+class ConsumerDaemon:
+    """Run with `await ConsumerDaemon(settings).run(stop)`; returns the process exit code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = ConsumerMetrics()
+        self.pseudonymizer = Pseudonymizer(settings.hash_key(), settings.audit_hash_key_id)
+        self.batch_lock = asyncio.Lock()
+        self.planner = Planner(settings.topic_prefix)
+        self.store: Store | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.started_at = time.monotonic()
+        self.last_batch_at: float | None = None
+        self.healthy = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        s = self.settings
+        async with http_server(s.http_port, self.metrics, self.health) as port:
+            if port:
+                log.info("http_listening", port=port, paths=["/healthz", "/metrics"])
+            pool = await create_pool(s.database_url, stop)
+            try:
+                if not await schema_ready(pool):
+                    log.error("schema_missing",
+                              hint="run `finpass-pipeline migrate` against this database")
+                    return 1
+                self.store = Store(pool, s.consumer_group, Applier(self.pseudonymizer))
+                await self._start_kafka(stop)
+                if stop.is_set():
+                    return 0
+                try:
+                    return await self._loop(stop)
+                finally:
+                    await self._stop_kafka()
+            finally:
+                await pool.close()
+
+    async def _start_kafka(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        delay = 0.5
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers, group_id=s.consumer_group,
+                client_id=f"finpass-consumer-{s.consumer_group}", enable_auto_commit=False,
+                auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=1_048_576, session_timeout_ms=10_000,
+                heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
+            )
+            producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
+                                        enable_idempotence=True, linger_ms=5)
+            try:
+                await consumer.start()
+                await producer.start()
+            except KafkaError as e:
+                await consumer.stop()
+                await producer.stop()
+                log.warning("kafka_unavailable", error=str(e), retry_in_s=delay)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            consumer.subscribe(domain_topics(s), listener=_Rebalance(self))
+            self.consumer, self.producer = consumer, producer
+            log.info("consumer_started", group=s.consumer_group, topics=domain_topics(s))
+            return
+
+    async def _stop_kafka(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()  # leaves the group: partitions move at once
+        if self.producer is not None:
+            await self.producer.stop()
+
+    def health(self) -> dict[str, Any]:
+        consumer = self.consumer
+        return {
+            "ok": self.healthy,
+            "assigned_partitions": len(consumer.assignment()) if consumer else 0,
+            "seconds_since_last_batch": (round(time.monotonic() - self.last_batch_at, 3)
+                                         if self.last_batch_at else None),
+        }
+
+    # --- offsets ---------------------------------------------------------------------------
+
+    async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        """Seek each assigned partition to the offset the database holds (beginning if none)."""
+        assert self.store is not None and self.consumer is not None  # noqa: S101
+        delay = 0.5
+        while True:
+            try:
+                progress = await self.store.load_progress((tp.topic, tp.partition)
+                                                          for tp in assigned)
+                break
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                log.warning("database_unavailable", during="partition_assignment",
+                            error=str(e) or type(e).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        fresh = []
+        for tp in assigned:
+            stored = progress.get((tp.topic, tp.partition))
+            if stored is None:
+                fresh.append(tp)
+            else:
+                self.consumer.seek(tp, stored.next_offset)
+                self.planner.consecutive[(tp.topic, tp.partition)] = (
+                    stored.consecutive_dead_letters)
+        if fresh:
+            await self.consumer.seek_to_beginning(*fresh)
+        self.healthy = True
+        log.info("partitions_assigned", partitions=len(assigned), from_database=len(progress))
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _loop(self, stop: asyncio.Event) -> int:
+        assert self.consumer is not None  # noqa: S101
+        order = {self.settings.topic(name): i for i, name in enumerate(DOMAIN_TOPICS)}
+        while not stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200,
+                                                max_records=self.settings.batch_max_events)
+            if not batch:
+                continue
+            # Users first, then credentials, payments, security: a subject created in this
+            # batch exists before the events that need it (fewer parked events).
+            records = [rec for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9),
+                                                                   t.partition))
+                       for rec in batch[tp]]
+            async with self.batch_lock:
+                started = time.monotonic()
+                committed = await self._commit_with_retry(records, stop)
+                if not committed:
+                    log.warning("shutdown_during_retry",
+                                note="batch not applied; it is re-read on restart")
+                    return 0
+                await self._commit_kafka(records)
+                self.metrics.batch_seconds.observe(time.monotonic() - started)
+                self.metrics.batch_size.observe(len(records))
+                self.last_batch_at = time.monotonic()
+            tripped = self.planner.tripped(self.settings.max_consecutive_dead_letters)
+            if tripped:
+                log.error("stop_the_line", partition=tripped,
+                          limit=self.settings.max_consecutive_dead_letters,
+                          reason="too many consecutive dead letters on one partition; "
+                                 "something upstream is broken")
+                return 1
+        log.info("draining_done", note="stopping: last batch committed, leaving the group")
+        return 0
+
+    async def _commit_with_retry(self, records: list[ConsumerRecord], stop: asyncio.Event
+                                 ) -> bool:
+        """Commit the batch, retrying transient failures with backoff. False: stopped first."""
+        delay = 0.5
+        planned = [self.planner.decode(r) for r in records]
+        while True:
+            try:
+                await self._commit_isolating(planned)
+            except Exception as e:
+                if not is_transient(e) and not isinstance(e, KafkaError):
+                    raise
+                self.metrics.retries.inc()
+                if self.consumer is not None:
+                    # Stop fetching ahead while the database is away: nothing piles up.
+                    self.consumer.pause(*self.consumer.assignment())
+                log.warning("transient_failure", error=str(e) or type(e).__name__,
+                            retry_in_s=delay, batch=len(records))
+                if stop.is_set():
+                    return False
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, MAX_BACKOFF_S)
+            else:
+                if self.consumer is not None and self.consumer.paused():
+                    self.consumer.resume(*self.consumer.paused())
+                return True
+
+    async def _commit_isolating(self, planned: list[Record]) -> None:
+        """Commit `planned`; if the database rejects a row, bisect to find it and dead-letter it."""
+        assert self.store is not None  # noqa: S101
+        plan = self.planner.plan(planned)
+        await self._publish_dead_letters(plan.dead)
+        try:
+            result = await self.store.commit_batch(plan.events, plan.dead, plan.progress)
+        except Exception as e:
+            if not is_rejection(e):
+                raise
+            if len(planned) == 1:
+                only = planned[0]
+                log.warning("database_rejected_event", error=str(e),
+                            event_id=str(only.event.event_id) if only.event else None)
+                await self._commit_isolating([self.planner.reject(only, str(e))])
+                return
+            half = len(planned) // 2
+            await self._commit_isolating(planned[:half])
+            await self._commit_isolating(planned[half:])
+            return
+        self.planner.committed(plan)
+        self._observe(plan, result)
+
+    def _observe(self, plan: Plan, result: BatchResult) -> None:
+        m = self.metrics
+        now = datetime.now(UTC)
+        for inc in result.applied:
+            m.latency.observe((now - inc.event.occurred_at).total_seconds())
+        for (event_type, outcome), count in result.outcomes.items():
+            (m.rejected if outcome == "REJECTED" else m.applied).labels(event_type).inc(count)
+        m.duplicates.inc(result.duplicates)
+        for d in plan.dead:
+            m.dead_lettered.labels(d.event_type or "unknown").inc()
+        if self.consumer is not None:
+            for (topic, partition), p in plan.progress.items():
+                high = self.consumer.highwater(TopicPartition(topic, partition))
+                if high is not None:
+                    m.lag.labels(topic, str(partition)).set(max(high - p.next_offset, 0))
+
+    async def _publish_dead_letters(self, dead: list[DeadLetter]) -> None:
+        if not dead or self.producer is None:
+            return
+        topic = self.settings.topic(DEAD_LETTER_TOPIC)
+        futures = []
+        for d in dead:
+            with structlog.contextvars.bound_contextvars(
+                    event_id=str(d.event_id) if d.event_id else None, topic=d.topic,
+                    partition=d.partition, offset=d.offset):
+                log.warning("dead_lettered", reason=d.reason)
+            headers = [("reason", d.reason.encode()), ("source_topic", d.topic.encode()),
+                       ("source_partition", str(d.partition).encode()),
+                       ("source_offset", str(d.offset).encode())]
+            futures.append(await self.producer.send(topic, value=d.value or b"", key=d.key,
+                                                    headers=headers))
+        await asyncio.gather(*futures)  # acknowledged before the database commit
+
+    async def _commit_kafka(self, records: list[ConsumerRecord]) -> None:
+        assert self.consumer is not None  # noqa: S101
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as e:
+            # The database holds the authoritative offsets; Kafka's copy is for lag tooling.
+            log.warning("kafka_commit_failed", error=str(e))
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def main(settings: Settings) -> int:
+    """Entry point of `finpass-pipeline consume`."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    daemon = ConsumerDaemon(settings)
+    return await daemon.run(stop)

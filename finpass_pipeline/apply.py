@@ -1,0 +1,412 @@
+"""What each event does to the tables (CONTRACT.md §3), applied to in-memory row images.
+
+Pure logic: `Applier.apply` looks only at `BatchState` (rows loaded by the store) and records the
+changes and the one audit row per applied event. The store writes the result set-based in the
+batch's transaction. An event whose subject does not exist yet is *parked* (kept in
+`parked_events`) and applied, in its original order, in the transaction that creates the subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from finpass_pipeline.audit import (
+    RETENTION_DAYS_DEFAULT,
+    RETENTION_DAYS_SECURITY,
+    AuditRow,
+    Pseudonymizer,
+    audit_id,
+    to_json,
+)
+from finpass_pipeline.events import audit_event_type
+from finpass_pipeline.rows import CredentialRow, PaymentRow, SubjectKind, UserRow, user_id_for
+
+# Payment status moves only forward (CONTRACT §3).
+PAYMENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "payment.authorized": (frozenset({"PENDING"}), "AUTHORIZED"),
+    "payment.captured": (frozenset({"AUTHORIZED"}), "CAPTURED"),
+    "payment.refunded": (frozenset({"CAPTURED"}), "REFUNDED"),
+    "payment.failed": (frozenset({"PENDING", "AUTHORIZED"}), "FAILED"),
+    "payment.cancelled": (frozenset({"PENDING", "AUTHORIZED"}), "CANCELLED"),
+}
+# Credentials: REVOKED is final; EXPIRED is final except that it may still be revoked (a
+# revocation list outlives expiry); SUSPENDED ↔ VALID.
+CREDENTIAL_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "credential.revoked": (frozenset({"VALID", "SUSPENDED", "EXPIRED"}), "REVOKED"),
+    "credential.suspended": (frozenset({"VALID"}), "SUSPENDED"),
+    "credential.reinstated": (frozenset({"SUSPENDED"}), "VALID"),
+    "credential.expired": (frozenset({"VALID", "SUSPENDED"}), "EXPIRED"),
+}
+ACTIONS = {
+    "user.registered": "REGISTER", "user.kyc_verified": "VERIFY_KYC",
+    "user.status_changed": "CHANGE_STATUS", "user.seen": "SEEN",
+    "credential.issued": "ISSUE", "credential.revoked": "REVOKE",
+    "credential.suspended": "SUSPEND", "credential.reinstated": "REINSTATE",
+    "credential.expired": "EXPIRE", "payment.initiated": "INITIATE",
+    "payment.authorized": "AUTHORIZE", "payment.captured": "CAPTURE", "payment.failed": "FAIL",
+    "payment.refunded": "REFUND", "payment.cancelled": "CANCEL", "auth.login_succeeded": "LOGIN",
+    "auth.login_failed": "LOGIN",
+}
+
+
+class Subject(NamedTuple):
+    kind: SubjectKind
+    key: str
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A valid event and where it came from."""
+
+    event: Any
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+
+
+def required_subject(event: Any) -> Subject | None:
+    """The subject that must exist before `event` can apply (None: it needs none)."""
+    t, d = event.event_type, event.data
+    if t == "user.registered" or t == "payment.initiated" or t == "auth.login_failed":
+        return None
+    if t.startswith("user.") or t == "auth.login_succeeded":
+        return Subject("user", d.did)
+    if t == "credential.issued":
+        return Subject("user", d.user_did)
+    if t.startswith("credential."):
+        return Subject("credential", str(d.credential_id))
+    return Subject("payment", str(d.payment_id))
+
+
+def created_subject(event: Any) -> Subject | None:
+    t, d = event.event_type, event.data
+    if t == "user.registered":
+        return Subject("user", d.did)
+    if t == "credential.issued":
+        return Subject("credential", str(d.credential_id))
+    if t == "payment.initiated":
+        return Subject("payment", str(d.payment_id))
+    return None
+
+
+def subjects_of(event: Any) -> list[Subject]:
+    """Every subject an event reads or creates: the store locks and loads these."""
+    return [s for s in (required_subject(event), created_subject(event)) if s is not None]
+
+
+@dataclass
+class BatchState:
+    """Row images for one transaction. A key mapped to None is known not to exist."""
+
+    users: dict[str, UserRow | None] = field(default_factory=dict)
+    credentials: dict[str, CredentialRow | None] = field(default_factory=dict)
+    payments: dict[str, PaymentRow | None] = field(default_factory=dict)
+    audit: list[AuditRow] = field(default_factory=list)
+    applied: list[Incoming] = field(default_factory=list)
+    to_park: list[tuple[Incoming, Subject]] = field(default_factory=list)
+    created: list[Subject] = field(default_factory=list)
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def exists(self, subject: Subject) -> bool:
+        table: dict[str, Any] = getattr(self, subject.kind + "s")
+        return table.get(subject.key) is not None
+
+    def known(self, subject: Subject) -> bool:
+        table: dict[str, Any] = getattr(self, subject.kind + "s")
+        return subject.key in table
+
+
+def _metadata(base: dict[str, Any] | None, extra: dict[str, Any], existing: str | None = None
+              ) -> str | None:
+    merged: dict[str, Any] = json.loads(existing) if existing else {}
+    merged.update(base or {})
+    merged.update(extra)
+    return json.dumps(merged, sort_keys=True, separators=(",", ":"), default=str) or None
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class Applier:
+    """Applies events to a `BatchState`, writing exactly one audit row per applied event."""
+
+    def __init__(self, pseudonymizer: Pseudonymizer) -> None:
+        self.pz = pseudonymizer
+        self._handlers: dict[str, Callable[[BatchState, Any], _Effect]] = {
+            "user.registered": self._user_registered,
+            "user.kyc_verified": self._user_kyc_verified,
+            "user.status_changed": self._user_status_changed,
+            "user.seen": self._user_seen,
+            "auth.login_succeeded": self._user_seen,
+            "auth.login_failed": self._login_failed,
+            "credential.issued": self._credential_issued,
+            "payment.initiated": self._payment_initiated,
+        }
+        for t in CREDENTIAL_TRANSITIONS:
+            self._handlers[t] = self._credential_transition
+        for t in PAYMENT_TRANSITIONS:
+            self._handlers[t] = self._payment_transition
+
+    def apply(self, state: BatchState, incoming: Incoming) -> str:
+        """Apply one event: returns APPLIED, REJECTED or PARKED."""
+        event = incoming.event
+        needed = required_subject(event)
+        if needed is not None and not state.exists(needed):
+            state.to_park.append((incoming, needed))
+            return "PARKED"
+        effect = self._handlers[event.event_type](state, event)
+        state.audit.append(self._audit_row(event, effect))
+        state.applied.append(incoming)
+        key = (event.event_type, effect.outcome)
+        state.outcomes[key] = state.outcomes.get(key, 0) + 1
+        return "REJECTED" if effect.outcome == "REJECTED" else "APPLIED"
+
+    # --- users -----------------------------------------------------------------------------
+
+    def _user_registered(self, state: BatchState, e: Any) -> _Effect:
+        d = e.data
+        if state.users.get(d.did) is not None:
+            existing = state.users[d.did]
+            assert existing is not None  # noqa: S101  (narrowing for mypy)
+            return _rejected("USER", str(existing.id), d.did, "DUPLICATE_REGISTRATION",
+                             "user already registered")
+        row = UserRow(id=user_id_for(d.did), did=d.did, created_at=e.occurred_at,
+                      email=d.email, phone=d.phone,
+                      metadata=_metadata(d.metadata, d.extra_fields()),
+                      updated_at=e.occurred_at, is_new=True)
+        state.users[d.did] = row
+        state.created.append(Subject("user", d.did))
+        return _Effect("USER", str(row.id), d.did, new={"status": "ACTIVE",
+                       "kyc_verified": False}, description="user registered")
+
+    def _user(self, state: BatchState, did: str) -> UserRow:
+        row = state.users[did]
+        assert row is not None  # noqa: S101  (apply() parks events whose user is missing)
+        return row
+
+    def _touch(self, row: UserRow | CredentialRow | PaymentRow, when: datetime) -> None:
+        row.dirty = True
+        if row.updated_at is None or when > row.updated_at:
+            row.updated_at = when
+
+    def _user_kyc_verified(self, state: BatchState, e: Any) -> _Effect:
+        row = self._user(state, e.data.did)
+        when = e.data.verified_at or e.occurred_at
+        before = {"kyc_verified": row.kyc_verified, "kyc_verified_at": _ts(row.kyc_verified_at)}
+        row.kyc_verified, row.kyc_verified_at = True, when
+        self._merge_extra(row, e.data)
+        self._touch(row, e.occurred_at)
+        return _Effect("USER", str(row.id), row.did, previous=before,
+                       new={"kyc_verified": True, "kyc_verified_at": _ts(when)},
+                       description="KYC verified")
+
+    def _user_status_changed(self, state: BatchState, e: Any) -> _Effect:
+        row = self._user(state, e.data.did)
+        before = row.status
+        row.status = e.data.status
+        self._merge_extra(row, e.data)
+        self._touch(row, e.occurred_at)
+        severity = "WARNING" if row.status != "ACTIVE" else "INFO"
+        return _Effect("USER", str(row.id), row.did, previous={"status": before},
+                       new={"status": row.status}, severity=severity,
+                       description=f"user status {before} -> {row.status}",
+                       details={"reason": e.data.reason} if e.data.reason else None)
+
+    def _user_seen(self, state: BatchState, e: Any) -> _Effect:
+        row = self._user(state, e.data.did)
+        before = row.last_seen
+        if before is None or e.occurred_at > before:  # last_seen never moves backwards
+            row.last_seen = e.occurred_at
+            self._touch(row, e.occurred_at)
+        login = e.event_type == "auth.login_succeeded"
+        return _Effect("SESSION" if login else "USER",
+                       (getattr(e.data, "session_id", None) if login else None) or str(row.id),
+                       row.did, previous={"last_seen": _ts(before)},
+                       new={"last_seen": _ts(row.last_seen)},
+                       description="login succeeded" if login else "user seen")
+
+    def _login_failed(self, state: BatchState, e: Any) -> _Effect:
+        d = e.data
+        session = d.session_id if hasattr(d, "session_id") else None
+        return _Effect("SESSION", session or (e.actor.session_id if e.actor else None),
+                       d.did, outcome="FAILURE", severity="WARNING",
+                       description="login failed", error_code="LOGIN_FAILED",
+                       error_message=d.reason)
+
+    def _merge_extra(self, row: UserRow | CredentialRow | PaymentRow, data: Any) -> None:
+        extra = data.extra_fields()
+        if extra:
+            row.metadata = _metadata(None, extra, row.metadata)
+
+    # --- credentials -----------------------------------------------------------------------
+
+    def _credential_issued(self, state: BatchState, e: Any) -> _Effect:
+        d = e.data
+        key = str(d.credential_id)
+        user = self._user(state, d.user_did)
+        if state.credentials.get(key) is not None:
+            return _rejected("CREDENTIAL", key, d.user_did, "DUPLICATE_CREDENTIAL",
+                             "credential already issued")
+        row = CredentialRow(
+            id=d.credential_id, user_id=user.id, user_did=user.did, status="VALID",
+            status_changed_at=e.occurred_at, issuer_id=d.issuer_id,
+            credential_type=d.credential_type, credential_jwt=d.credential_jwt,
+            issued_at=e.occurred_at, expires_at=d.expires_at,
+            revocation_handle=d.revocation_handle,
+            credential_hash=hashlib.sha256(d.credential_jwt.encode()).hexdigest(),
+            nonce=d.nonce, subject_did=d.subject_did, verification_method=d.verification_method,
+            proof_type=d.proof_type, proof_created_at=d.proof_created_at,
+            proof_purpose=d.proof_purpose, metadata=_metadata(d.metadata, d.extra_fields()),
+            created_at=e.occurred_at, updated_at=e.occurred_at, is_new=True,
+        )
+        state.credentials[key] = row
+        state.created.append(Subject("credential", key))
+        return _Effect("CREDENTIAL", key, user.did,
+                       new={"status": "VALID", "credential_type": d.credential_type,
+                            "expires_at": _ts(d.expires_at)},
+                       details={"issuer_id": d.issuer_id}, description="credential issued")
+
+    def _credential_transition(self, state: BatchState, e: Any) -> _Effect:
+        d = e.data
+        key = str(d.credential_id)
+        row = state.credentials[key]
+        assert row is not None  # noqa: S101  (parked otherwise)
+        allowed, target = CREDENTIAL_TRANSITIONS[e.event_type]
+        reason = getattr(d, "reason", None)
+        if row.status not in allowed:
+            return _rejected("CREDENTIAL", key, row.user_did, "INVALID_TRANSITION",
+                             f"credential {row.status} -> {target} is not allowed",
+                             previous={"status": row.status})
+        before = row.status
+        row.status, row.status_reason, row.status_changed_at = target, reason, e.occurred_at
+        if target == "REVOKED":
+            row.revoked_at, row.revocation_reason = e.occurred_at, reason
+            row.revoked_by = d.revoked_by
+        self._merge_extra(row, d)
+        self._touch(row, e.occurred_at)
+        return _Effect("CREDENTIAL", key, row.user_did, previous={"status": before},
+                       new={"status": target}, description=f"credential {before} -> {target}",
+                       details={"reason": reason} if reason else None,
+                       severity="WARNING" if target in ("REVOKED", "SUSPENDED") else "INFO")
+
+    # --- payments --------------------------------------------------------------------------
+
+    def _payment_initiated(self, state: BatchState, e: Any) -> _Effect:
+        d = e.data
+        key = str(d.payment_id)
+        if state.payments.get(key) is not None:
+            return _rejected("PAYMENT", key, d.payer_did, "DUPLICATE_PAYMENT",
+                             "payment already initiated")
+        total = d.amount + (d.fee_amount or Decimal(0)) + (d.tax_amount or Decimal(0))
+        row = PaymentRow(
+            id=d.payment_id, payer_did=d.payer_did, payee_did=d.payee_did, amount=d.amount,
+            currency=d.currency, status="PENDING", payment_type=d.payment_type,
+            kyc_decision_token=d.kyc_decision_token, payment_method=d.payment_method,
+            reference_id=d.reference_id, description=d.description, fee_amount=d.fee_amount,
+            tax_amount=d.tax_amount, total_amount=total,
+            metadata=_metadata(None, d.extra_fields()), created_at=e.occurred_at,
+            updated_at=e.occurred_at, is_new=True,
+        )
+        state.payments[key] = row
+        state.created.append(Subject("payment", key))
+        return _Effect("PAYMENT", key, d.payer_did,
+                       new={"status": "PENDING", "amount": str(d.amount),
+                            "currency": d.currency, "total_amount": str(total),
+                            "payment_type": d.payment_type},
+                       details={"payee": self.pz.hash(d.payee_did)},
+                       description="payment initiated")
+
+    def _payment_transition(self, state: BatchState, e: Any) -> _Effect:
+        d = e.data
+        key = str(d.payment_id)
+        row = state.payments[key]
+        assert row is not None  # noqa: S101  (parked otherwise)
+        allowed, target = PAYMENT_TRANSITIONS[e.event_type]
+        if row.status not in allowed:
+            return _rejected("PAYMENT", key, row.payer_did, "INVALID_TRANSITION",
+                             f"payment {row.status} -> {target} is not allowed",
+                             previous={"status": row.status})
+        before, at = row.status, e.occurred_at
+        row.status = target
+        new: dict[str, Any] = {"status": target}
+        if target == "AUTHORIZED":
+            row.authorized_at = at
+            if getattr(d, "transaction_id", None):
+                row.transaction_id = d.transaction_id
+                new["transaction_id"] = d.transaction_id
+        elif target == "CAPTURED":
+            row.captured_at = row.completed_at = at
+        elif target == "FAILED":
+            row.failed_at, row.failure_reason = at, d.failure_reason
+        elif target == "REFUNDED":
+            row.refunded_at, row.refund_reason = at, d.refund_reason
+        self._merge_extra(row, d)
+        self._touch(row, at)
+        reason = (getattr(d, "failure_reason", None) or getattr(d, "refund_reason", None)
+                  or getattr(d, "reason", None))
+        return _Effect("PAYMENT", key, row.payer_did, previous={"status": before}, new=new,
+                       description=f"payment {before} -> {target}",
+                       details={"reason": reason} if reason else None,
+                       severity="WARNING" if target == "FAILED" else "INFO")
+
+    # --- audit -----------------------------------------------------------------------------
+
+    def _audit_row(self, e: Any, effect: _Effect) -> AuditRow:
+        actor = e.actor
+        session = getattr(e.data, "session_id", None) or (actor.session_id if actor else None)
+        details = dict(effect.details or {})
+        extra = e.data.extra_fields()
+        if extra:
+            details["extra"] = extra
+        if e.causation_id:
+            details["causation_id"] = str(e.causation_id)
+        return AuditRow(
+            id=audit_id(e.event_id), event_type=audit_event_type(e.event_type),
+            user_id_hash=self.pz.maybe(effect.subject_did), session_id=session,
+            ip_address=actor.ip_address if actor else None,
+            user_agent=actor.user_agent if actor else None, tenant_id=e.tenant_id,
+            resource_id=effect.resource_id, resource_type=effect.resource_type,
+            action=ACTIONS[e.event_type], outcome=effect.outcome, severity=effect.severity,
+            description=effect.description, details=to_json(self.pz.scrub(details)),
+            previous_values=to_json(effect.previous), new_values=to_json(effect.new),
+            performed_by=self.pz.maybe(actor.did if actor else None),
+            performed_by_role=actor.role if actor else None, source_system=e.source_system,
+            correlation_id=e.correlation_id, request_id=None, error_code=effect.error_code,
+            error_message=effect.error_message,
+            geolocation=actor.geolocation if actor else None,
+            device_fingerprint=actor.device_fingerprint if actor else None,
+            retention_days=(RETENTION_DAYS_SECURITY if e.event_type.startswith("auth.")
+                            else RETENTION_DAYS_DEFAULT),
+            event_id=e.event_id, occurred_at=e.occurred_at, hash_key_id=self.pz.key_id,
+        )
+
+
+@dataclass(slots=True)
+class _Effect:
+    resource_type: str
+    resource_id: str | None
+    subject_did: str | None
+    outcome: str = "SUCCESS"
+    severity: str = "INFO"
+    description: str | None = None
+    previous: dict[str, Any] | None = None
+    new: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def _rejected(resource_type: str, resource_id: str, did: str | None, code: str, message: str,
+              previous: dict[str, Any] | None = None) -> _Effect:
+    """A disallowed change: no domain row moves; audited REJECTED / WARNING."""
+    return _Effect(resource_type, resource_id, did, outcome="REJECTED", severity="WARNING",
+                   description=message, previous=previous, error_code=code,
+                   error_message=message)

@@ -1,0 +1,81 @@
+"""Connecting to PostgreSQL and deciding what a database error means for a batch.
+
+Three kinds: transient (connection lost, server restarting, deadlock, serialization failure:
+retry the same batch with backoff, never dead-letter), rejected (the data itself: a constraint or
+value the database refuses — isolate the event and dead-letter it), and anything else (a bug:
+crash loudly; the restart resumes from the stored offsets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, txn rollback, resources,
+# operator intervention (admin shutdown, crash recovery), system error
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when retrying the same work later can succeed."""
+    if isinstance(error, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+                          asyncpg.exceptions.ConnectionDoesNotExistError)):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        state = getattr(error, "sqlstate", "") or ""
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return False
+
+
+def is_rejection(error: BaseException) -> bool:
+    """True when the database refused the data itself (class 22 data exception, 23 integrity)."""
+    if isinstance(error, asyncpg.PostgresError):
+        state = getattr(error, "sqlstate", "") or ""
+        return state[:2] in ("22", "23")
+    return False
+
+
+async def create_pool(dsn: str, stop: asyncio.Event | None = None, **kwargs: Any
+                      ) -> asyncpg.Pool:
+    """A pool, retrying with backoff while the server is down (logged); raises when `stop` is set.
+
+    A malformed DSN is rejected by settings validation before we get here.
+    """
+    delay = 0.5
+    while True:
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=kwargs.pop("max_size", 4), command_timeout=120,
+                **kwargs,
+            )
+        except Exception as e:
+            if not is_transient(e) and not isinstance(e, asyncpg.CannotConnectNowError):
+                raise
+            log.warning("database_unavailable", error=str(e) or type(e).__name__,
+                        retry_in_s=delay)
+            if stop is not None and stop.is_set():
+                raise
+            await _sleep_or_stop(delay, stop)
+            delay = min(delay * 2, 15.0)
+        else:
+            return pool
+
+
+async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(delay)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except TimeoutError:
+        pass
+
+
+async def schema_ready(pool: asyncpg.Pool) -> bool:
+    """True when the pipeline's tables exist (migrations V3+ applied)."""
+    found = await pool.fetchval("SELECT to_regclass('consumer_offsets') IS NOT NULL")
+    return bool(found)

@@ -1,0 +1,43 @@
+"""Kafka plumbing shared by producers and consumers: topic names and idempotent topic creation."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from finpass_pipeline.settings import Settings
+
+DOMAIN_TOPICS = ("users", "credentials", "payments", "security")
+DEAD_LETTER_TOPIC = "dead-letter"
+
+
+def domain_topics(settings: Settings) -> list[str]:
+    """The four topics the consumer reads, under the configured prefix."""
+    return [settings.topic(name) for name in DOMAIN_TOPICS]
+
+
+def all_topics(settings: Settings) -> list[str]:
+    return [*domain_topics(settings), settings.topic(DEAD_LETTER_TOPIC)]
+
+
+async def ensure_topics(settings: Settings) -> dict[str, bool]:
+    """Create the contract's topics that are missing; returns topic → created (False: existed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = all_topics(settings)
+        missing = [
+            NewTopic(name=t, num_partitions=settings.topic_partitions,
+                     replication_factor=settings.topic_replication_factor)
+            for t in wanted if t not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create: that is the goal
+        return {t: t not in existing for t in wanted}
+    finally:
+        await admin.close()

@@ -1,0 +1,99 @@
+"""Prometheus metrics of the consumer and the tiny HTTP server for `/healthz` and `/metrics`.
+
+The server is hand-written on `asyncio.start_server` (≈40 lines) rather than pulling in an HTTP
+framework: it serves two fixed GET paths inside the daemon's own event loop, so health reflects
+the loop actually running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class ConsumerMetrics:
+    """Everything `/metrics` exposes for one consumer process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.applied = Counter("finpass_events_applied_total",
+                               "Events applied (outcome SUCCESS or FAILURE)", ["event_type"],
+                               registry=r)
+        self.rejected = Counter("finpass_events_rejected_total",
+                                "Events audited REJECTED (disallowed transition, duplicate "
+                                "subject)", ["event_type"], registry=r)
+        self.parked = Counter("finpass_events_parked_total",
+                              "Events parked until their subject exists", ["event_type"],
+                              registry=r)
+        self.duplicates = Counter("finpass_events_duplicate_total",
+                                  "Redelivered or duplicated event ids skipped", registry=r)
+        self.dead_lettered = Counter("finpass_events_dead_lettered_total",
+                                     "Messages sent to the dead-letter topic and table",
+                                     ["event_type"], registry=r)
+        self.batch_size = Histogram("finpass_batch_size", "Messages per committed batch",
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+                                    registry=r)
+        self.batch_seconds = Histogram("finpass_batch_duration_seconds",
+                                       "Time to apply and commit one batch", registry=r)
+        self.latency = Histogram("finpass_end_to_end_latency_seconds",
+                                 "From occurred_at to the database commit",
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                          60, 300), registry=r)
+        self.lag = Gauge("finpass_consumer_lag", "High-water mark minus next offset",
+                         ["topic", "partition"], registry=r)
+        self.retries = Counter("finpass_transient_retries_total",
+                               "Batches retried after a transient database or broker failure",
+                               registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@contextlib.asynccontextmanager
+async def http_server(port: int, metrics: ConsumerMetrics,
+                      health: Callable[[], dict[str, object]]) -> AsyncIterator[int | None]:
+    """Serve `/healthz` and `/metrics` on 127.0.0.1:`port`... while the block runs.
+
+    `port == 0` turns the server off (CONTRACT §4). Yields the bound port (None when off).
+    """
+    if port == 0:
+        yield None
+        return
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else "/"
+            if path == "/metrics":
+                status, ctype, body = "200 OK", "text/plain; version=0.0.4", metrics.render()
+            elif path == "/healthz":
+                state = health()
+                ok = bool(state.get("ok"))
+                status = "200 OK" if ok else "503 Service Unavailable"
+                ctype, body = "application/json", json.dumps(state).encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "0.0.0.0", port)  # noqa: S104  (scraped by Prometheus)
+    try:
+        yield port
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,139 @@
+"""In-memory images of the domain rows a batch touches.
+
+A batch loads the rows its events refer to, applies every event to these images in order (so the
+state machine sees each earlier event of the batch), then writes the result back set-based: new
+rows by COPY, changed rows by one `UPDATE ... FROM unnest(...)` per table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+SubjectKind = Literal["user", "credential", "payment"]
+
+ROW_NAMESPACE = uuid.UUID("0c7a3b52-6f7e-4c1e-9a8e-2b9d4f1e6a33")
+
+
+def user_id_for(did: str) -> uuid.UUID:
+    """`users.id` is derived from the DID, so a replay into a fresh database writes the same ids."""
+    return uuid.uuid5(ROW_NAMESPACE, f"user:{did}")
+
+
+@dataclass(slots=True)
+class UserRow:
+    INSERT_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id", "did", "created_at", "last_seen", "email", "phone", "kyc_verified",
+        "kyc_verified_at", "status", "metadata", "updated_at",
+    )
+    UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "last_seen", "kyc_verified", "kyc_verified_at", "status", "metadata", "updated_at",
+    )
+
+    id: uuid.UUID
+    did: str
+    created_at: datetime
+    last_seen: datetime | None = None
+    email: str | None = None
+    phone: str | None = None
+    kyc_verified: bool = False
+    kyc_verified_at: datetime | None = None
+    status: str = "ACTIVE"
+    metadata: str | None = None
+    updated_at: datetime | None = None
+    is_new: bool = field(default=False, compare=False)
+    dirty: bool = field(default=False, compare=False)
+
+
+@dataclass(slots=True)
+class CredentialRow:
+    INSERT_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id", "user_id", "issuer_id", "credential_type", "credential_jwt", "issued_at",
+        "expires_at", "status", "revoked_at", "revocation_handle", "revocation_reason",
+        "revoked_by", "credential_hash", "nonce", "subject_did", "verification_method",
+        "proof_type", "proof_created_at", "proof_purpose", "metadata", "created_at", "updated_at",
+    )
+    UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "status", "revoked_at", "revocation_reason", "revoked_by", "metadata", "updated_at",
+    )
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    user_did: str
+    status: str = "VALID"
+    status_reason: str | None = None
+    status_changed_at: datetime | None = None
+    issuer_id: str = ""
+    credential_type: str = ""
+    credential_jwt: str = ""
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revocation_handle: str | None = None
+    revocation_reason: str | None = None
+    revoked_by: str | None = None
+    credential_hash: str | None = None
+    nonce: str | None = None
+    subject_did: str | None = None
+    verification_method: str | None = None
+    proof_type: str | None = None
+    proof_created_at: datetime | None = None
+    proof_purpose: str | None = None
+    metadata: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    is_new: bool = field(default=False, compare=False)
+    dirty: bool = field(default=False, compare=False)
+
+
+@dataclass(slots=True)
+class PaymentRow:
+    INSERT_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id", "payer_did", "payee_did", "amount", "currency", "status", "payment_type",
+        "kyc_decision_token", "payment_method", "transaction_id", "reference_id", "description",
+        "fee_amount", "tax_amount", "total_amount", "authorized_at", "captured_at", "failed_at",
+        "refunded_at", "failure_reason", "refund_reason", "metadata", "created_at", "updated_at",
+        "completed_at",
+    )
+    UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "status", "transaction_id", "authorized_at", "captured_at", "failed_at", "refunded_at",
+        "failure_reason", "refund_reason", "metadata", "updated_at", "completed_at",
+    )
+
+    id: uuid.UUID
+    payer_did: str
+    status: str = "PENDING"
+    payee_did: str = ""
+    amount: Decimal = Decimal(0)
+    currency: str = "USD"
+    payment_type: str = "ONE_TIME"
+    kyc_decision_token: str | None = None
+    payment_method: str | None = None
+    transaction_id: str | None = None
+    reference_id: str | None = None
+    description: str | None = None
+    fee_amount: Decimal | None = None
+    tax_amount: Decimal | None = None
+    total_amount: Decimal | None = None
+    authorized_at: datetime | None = None
+    captured_at: datetime | None = None
+    failed_at: datetime | None = None
+    refunded_at: datetime | None = None
+    failure_reason: str | None = None
+    refund_reason: str | None = None
+    metadata: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    is_new: bool = field(default=False, compare=False)
+    dirty: bool = field(default=False, compare=False)
+
+
+Row = UserRow | CredentialRow | PaymentRow
+
+
+def values(row: Row, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(getattr(row, c) for c in columns)

@@ -1,0 +1,329 @@
+"""PostgreSQL side of a batch: one transaction holding the effects, audit rows, dead letters and
+the consumed offsets, so a crash at any instant neither loses nor repeats an effect.
+
+Order inside the transaction:
+1. advisory locks on every subject the batch touches (sorted: no deadlock between consumers);
+2. claim the event ids (`processed_events`, ON CONFLICT DO NOTHING): duplicates drop out here;
+3. load the rows those subjects already have; apply the events in memory (`apply.Applier`);
+4. apply parked events whose subject was created in this transaction, until none is left;
+5. write everything set-based (COPY for inserts, `UPDATE ... FROM unnest` for changes) and
+   upsert the offsets; commit. Kafka's own commit comes after this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from finpass_pipeline.apply import Applier, BatchState, Incoming, Subject, subjects_of
+from finpass_pipeline.audit import AUDIT_COLUMNS
+from finpass_pipeline.events import parse_event
+from finpass_pipeline.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An invalid message (or one the database rejected), with why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    event_id: uuid.UUID | None = None
+    event_type: str | None = None
+
+
+@dataclass(slots=True)
+class PartitionProgress:
+    """What the offsets table records for one partition after a batch."""
+
+    next_offset: int
+    consecutive_dead_letters: int
+
+
+@dataclass
+class BatchResult:
+    applied: list[Incoming] = field(default_factory=list)
+    duplicates: int = 0
+    parked: int = 0
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def lock_key(subject: Subject) -> int:
+    """A stable signed 64-bit advisory-lock key for a subject."""
+    digest = hashlib.blake2b(f"{subject.kind}:{subject.key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _credential_status_id(credential_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(ROW_NAMESPACE, f"credential_status:{credential_id}")
+
+
+class Store:
+    """Batch transactions for one consumer group."""
+
+    def __init__(self, pool: asyncpg.Pool, group: str, applier: Applier) -> None:
+        self.pool = pool
+        self.group = group
+        self.applier = applier
+
+    async def load_progress(self, partitions: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, PartitionProgress]:
+        parts = list(partitions)
+        rows = await self.pool.fetch(
+            "SELECT topic, kafka_partition, next_offset, consecutive_dead_letters "
+            "FROM consumer_offsets WHERE consumer_group = $1 AND (topic, kafka_partition) IN "
+            "(SELECT * FROM unnest($2::text[], $3::int[]))",
+            self.group, [t for t, _ in parts], [p for _, p in parts],
+        )
+        return {(r["topic"], r["kafka_partition"]):
+                PartitionProgress(r["next_offset"], r["consecutive_dead_letters"]) for r in rows}
+
+    async def commit_batch(self, events: Sequence[Incoming], dead: Sequence[DeadLetter],
+                           progress: dict[TopicPartition, PartitionProgress]) -> BatchResult:
+        """Apply `events`, record `dead`, store `progress`: all or nothing."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            result = await self._apply(conn, events)
+            if dead:
+                await self._insert_dead_letters(conn, dead)
+            await self._store_progress(conn, progress)
+            return result
+
+    async def _apply(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> BatchResult:
+        result = BatchResult()
+        unique: dict[uuid.UUID, Incoming] = {}
+        for inc in events:
+            unique.setdefault(inc.event.event_id, inc)
+        result.duplicates = len(events) - len(unique)
+        if not unique:
+            return result
+        fresh = list(unique.values())
+        await self._lock({s for inc in fresh for s in subjects_of(inc.event)}, conn)
+        claimed = await self._claim(conn, fresh)
+        result.duplicates += len(fresh) - len(claimed)
+        state = BatchState()
+        await self._load(conn, state, {s for inc in claimed for s in subjects_of(inc.event)})
+        for inc in claimed:
+            self.applier.apply(state, inc)
+        unparked = await self._settle(conn, state)
+        await self._flush(conn, state, unparked)
+        result.applied = state.applied
+        result.parked = len(state.to_park)
+        result.outcomes = state.outcomes
+        return result
+
+    async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection) -> None:
+        keys = sorted({lock_key(s) for s in subjects})
+        if keys:
+            # One statement, keys in ascending order: two consumers can never wait on each other
+            # in a cycle for these locks.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY "
+                "AS t(k, n) ORDER BY n", keys,
+            )
+
+    async def _claim(self, conn: asyncpg.Connection, events: list[Incoming]) -> list[Incoming]:
+        rows = await conn.fetch(
+            "INSERT INTO processed_events (event_id, event_type, topic, kafka_partition, "
+            "kafka_offset, state) SELECT e, t, tp, p, o, 'APPLIED' FROM unnest($1::uuid[], "
+            "$2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(e, t, tp, p, o) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [i.event.event_id for i in events], [i.event.event_type for i in events],
+            [i.topic for i in events], [i.partition for i in events],
+            [i.offset for i in events],
+        )
+        won = {r["event_id"] for r in rows}
+        return [i for i in events if i.event.event_id in won]
+
+    async def _load(self, conn: asyncpg.Connection, state: BatchState,
+                    subjects: set[Subject]) -> None:
+        """Load the rows of `subjects` not yet in `state`; absent ones are recorded as None."""
+        wanted: dict[str, list[str]] = {"user": [], "credential": [], "payment": []}
+        for s in subjects:
+            if not state.known(s):
+                wanted[s.kind].append(s.key)
+        if wanted["user"]:
+            rows = await conn.fetch(
+                f"SELECT id, did, created_at, {', '.join(UserRow.UPDATE_COLUMNS)} "
+                "FROM users WHERE did = ANY($1::text[])", wanted["user"])
+            state.users.update(dict.fromkeys(wanted["user"]))
+            state.users.update({r["did"]: UserRow(**dict(r)) for r in rows})
+        if wanted["credential"]:
+            rows = await conn.fetch(
+                "SELECT c.id, c.user_id, u.did AS user_did, "
+                f"{', '.join('c.' + c for c in CredentialRow.UPDATE_COLUMNS)}, "
+                "s.reason AS status_reason, s.status_changed_at FROM credentials c "
+                "JOIN users u ON u.id = c.user_id "
+                "LEFT JOIN credential_status s ON s.credential_id = c.id "
+                "WHERE c.id = ANY($1::uuid[])", wanted["credential"])
+            state.credentials.update(dict.fromkeys(wanted["credential"]))
+            state.credentials.update({str(r["id"]): CredentialRow(**dict(r)) for r in rows})
+        if wanted["payment"]:
+            rows = await conn.fetch(
+                f"SELECT id, payer_did, {', '.join(PaymentRow.UPDATE_COLUMNS)} "
+                "FROM payments WHERE id = ANY($1::uuid[])", wanted["payment"])
+            state.payments.update(dict.fromkeys(wanted["payment"]))
+            state.payments.update({str(r["id"]): PaymentRow(**dict(r)) for r in rows})
+
+    async def _settle(self, conn: asyncpg.Connection, state: BatchState) -> list[uuid.UUID]:
+        """Apply parked events (earlier batches' and this one's) whose subject now exists.
+
+        Returns the ids of events taken out of `parked_events` and applied.
+        """
+        unparked: list[uuid.UUID] = []
+        while True:
+            ready = [(inc, s) for inc, s in state.to_park if state.exists(s)]
+            if ready:
+                state.to_park = [(inc, s) for inc, s in state.to_park if not state.exists(s)]
+                for inc, _ in ready:
+                    self.applier.apply(state, inc)
+                continue
+            created, state.created = state.created, []
+            if not created:
+                return unparked
+            rows = await conn.fetch(
+                "DELETE FROM parked_events WHERE (subject_type, subject_key) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[])) "
+                "RETURNING event_id, payload, topic, kafka_partition, kafka_offset",
+                [s.kind for s in created], [s.key for s in created],
+            )
+            if not rows:
+                continue
+            rows = sorted(rows, key=lambda r: (r["topic"], r["kafka_partition"],
+                                               r["kafka_offset"]))
+            revived = [Incoming(parse_event(r["payload"]), r["topic"], r["kafka_partition"],
+                                r["kafka_offset"], r["payload"]) for r in rows]
+            # Subjects these events create may be parked on by other consumers right now: lock
+            # them too (out of order, so PostgreSQL may report a deadlock: the batch retries).
+            more = {s for inc in revived for s in subjects_of(inc.event)}
+            await self._lock({s for s in more if not state.exists(s)}, conn)
+            await self._load(conn, state, more)
+            unparked.extend(r["event_id"] for r in rows)
+            for inc in revived:
+                self.applier.apply(state, inc)
+
+    async def _flush(self, conn: asyncpg.Connection, state: BatchState,
+                     unparked: list[uuid.UUID]) -> None:
+        users = [r for r in state.users.values() if r is not None]
+        creds = [r for r in state.credentials.values() if r is not None]
+        pays = [r for r in state.payments.values() if r is not None]
+        await self._copy(conn, "users", UserRow.INSERT_COLUMNS,
+                         [values(r, UserRow.INSERT_COLUMNS) for r in users if r.is_new])
+        new_creds = [r for r in creds if r.is_new]
+        await self._copy(conn, "credentials", CredentialRow.INSERT_COLUMNS,
+                         [values(r, CredentialRow.INSERT_COLUMNS) for r in new_creds])
+        await self._copy(
+            conn, "credential_status",
+            ("id", "credential_id", "status", "reason", "status_changed_at", "created_at",
+             "updated_at"),
+            [(_credential_status_id(r.id), r.id, r.status, r.status_reason,
+              r.status_changed_at, r.created_at, r.updated_at) for r in new_creds])
+        await self._copy(conn, "payments", PaymentRow.INSERT_COLUMNS,
+                         [values(r, PaymentRow.INSERT_COLUMNS) for r in pays if r.is_new])
+        await self._update(conn, "users", UserRow.UPDATE_COLUMNS,
+                           [r for r in users if r.dirty and not r.is_new])
+        changed_creds = [r for r in creds if r.dirty and not r.is_new]
+        await self._update(conn, "credentials", CredentialRow.UPDATE_COLUMNS, changed_creds)
+        if changed_creds:
+            await conn.execute(
+                "UPDATE credential_status s SET status = v.status, reason = v.reason, "
+                "status_changed_at = v.changed, updated_at = v.updated FROM unnest($1::uuid[], "
+                "$2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) "
+                "AS v(id, status, reason, changed, updated) WHERE s.credential_id = v.id",
+                [r.id for r in changed_creds], [r.status for r in changed_creds],
+                [r.status_reason for r in changed_creds],
+                [r.status_changed_at for r in changed_creds],
+                [r.updated_at for r in changed_creds])
+        await self._update(conn, "payments", PaymentRow.UPDATE_COLUMNS,
+                           [r for r in pays if r.dirty and not r.is_new])
+        await self._copy(conn, "audit_events", AUDIT_COLUMNS, [a.record() for a in state.audit])
+        await self._park(conn, state.to_park)
+        if unparked:
+            await conn.execute("UPDATE processed_events SET state = 'APPLIED' "
+                               "WHERE event_id = ANY($1::uuid[])", unparked)
+
+    async def _park(self, conn: asyncpg.Connection, parked: list[tuple[Incoming, Subject]]
+                    ) -> None:
+        if not parked:
+            return
+        ids = [inc.event.event_id for inc, _ in parked]
+        await conn.execute(
+            "INSERT INTO parked_events (event_id, event_type, subject_type, subject_key, "
+            "payload, topic, kafka_partition, kafka_offset, occurred_at) SELECT * FROM "
+            "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], "
+            "$7::int[], $8::bigint[], $9::timestamptz[]) ON CONFLICT (event_id) DO NOTHING",
+            ids, [i.event.event_type for i, _ in parked], [s.kind for _, s in parked],
+            [s.key for _, s in parked], [i.raw for i, _ in parked], [i.topic for i, _ in parked],
+            [i.partition for i, _ in parked], [i.offset for i, _ in parked],
+            [i.event.occurred_at for i, _ in parked],
+        )
+        await conn.execute("UPDATE processed_events SET state = 'PARKED' "
+                           "WHERE event_id = ANY($1::uuid[])", ids)
+
+    async def _copy(self, conn: asyncpg.Connection, table: str, columns: Sequence[str],
+                    records: list[tuple[Any, ...]]) -> None:
+        if records:
+            await conn.copy_records_to_table(table, records=records, columns=list(columns))
+
+    async def _update(self, conn: asyncpg.Connection, table: str, columns: tuple[str, ...],
+                      rows: Sequence[UserRow | CredentialRow | PaymentRow]) -> None:
+        if not rows:
+            return
+        types = await self._column_types(conn, table, columns)
+        assignments = ", ".join(f"{c} = v.{c}" for c in columns)
+        arrays = ", ".join(f"${i + 2}::{types[c]}[]" for i, c in enumerate(columns))
+        await conn.execute(
+            f"UPDATE {table} t SET {assignments} FROM unnest($1::uuid[], {arrays}) "
+            f"AS v(id, {', '.join(columns)}) WHERE t.id = v.id",
+            [r.id for r in rows], *([getattr(r, c) for r in rows] for c in columns),
+        )
+
+    _types_cache: dict[str, dict[str, str]] = {}  # noqa: RUF012  (process-wide, read-mostly)
+
+    async def _column_types(self, conn: asyncpg.Connection, table: str,
+                            columns: Sequence[str]) -> dict[str, str]:
+        if table not in self._types_cache:
+            rows = await conn.fetch(
+                "SELECT attname, format_type(atttypid, atttypmod) AS t FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped", table)
+            self._types_cache[table] = {r["attname"]: r["t"] for r in rows}
+        return self._types_cache[table]
+
+    async def _insert_dead_letters(self, conn: asyncpg.Connection,
+                                   dead: Sequence[DeadLetter]) -> None:
+        await conn.execute(
+            "INSERT INTO dead_letter_events (consumer_group, topic, kafka_partition, "
+            "kafka_offset, message_key, raw_value, reason, event_id, event_type) "
+            "SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[], "
+            "$6::bytea[], $7::text[], $8::uuid[], $9::text[]) "
+            "ON CONFLICT ON CONSTRAINT uq_dead_letter_events_source DO NOTHING",
+            self.group, [d.topic for d in dead], [d.partition for d in dead],
+            [d.offset for d in dead], [d.key for d in dead], [d.value for d in dead],
+            [d.reason for d in dead], [d.event_id for d in dead], [d.event_type for d in dead],
+        )
+
+    async def _store_progress(self, conn: asyncpg.Connection,
+                              progress: dict[TopicPartition, PartitionProgress]) -> None:
+        if not progress:
+            return
+        items = list(progress.items())
+        # GREATEST: an overlapping owner during a rebalance can never move an offset backwards.
+        await conn.execute(
+            "INSERT INTO consumer_offsets AS o (consumer_group, topic, kafka_partition, "
+            "next_offset, consecutive_dead_letters) SELECT $1, * FROM unnest($2::text[], "
+            "$3::int[], $4::bigint[], $5::int[]) ON CONFLICT (consumer_group, topic, "
+            "kafka_partition) DO UPDATE SET next_offset = GREATEST(o.next_offset, "
+            "EXCLUDED.next_offset), consecutive_dead_letters = EXCLUDED.consecutive_dead_letters, "
+            "updated_at = now()",
+            self.group, [tp[0] for tp, _ in items], [tp[1] for tp, _ in items],
+            [p.next_offset for _, p in items], [p.consecutive_dead_letters for _, p in items],
+        )
