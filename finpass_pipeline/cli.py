@@ -122,7 +122,27 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(consume_main(settings))
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.demo_job import run_demo
+
+    return asyncio.run(run_demo(settings, args.count, args.users, args.seed, args.rate))
+
+
+def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.demo_job import print_summary, summarize
+
+    print_summary(asyncio.run(summarize(settings)))
+    return EXIT_OK
+
+
 # --- argument parsing ------------------------------------------------------------------------
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -155,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "consume", help="run the consumer daemon until SIGTERM/SIGINT, then drain and exit 0"
     ).set_defaults(handler=cmd_consume)
+    demo = sub.add_parser(
+        "demo", help="the main job end to end: migrate, topics, consumer, demo stream, summary"
+    )
+    demo.add_argument("--count", type=_positive, default=20_000, help="events (default 20000)")
+    demo.add_argument("--users", type=_positive, default=1_000, help="users (default 1000)")
+    demo.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    demo.add_argument("--rate", type=float, default=0.0, help="events/s cap; 0 = unlimited")
+    demo.set_defaults(handler=cmd_demo)
+    sub.add_parser("summary", help="rows per table, dead letters, consumer throughput"
+                   ).set_defaults(handler=cmd_summary)
     schema = sub.add_parser("schema", help="JSON Schema of the event contract")
     schema_sub = schema.add_subparsers(dest="schema_action", required=True)
     export = schema_sub.add_parser("export", help="write one schema file per event type")

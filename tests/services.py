@@ -62,7 +62,7 @@ def discover_services() -> Iterator[Services]:
 
 def _docker_available() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]  # noqa: PLC0415  (optional, Docker users only)
+        import docker  # type: ignore[import-untyped]
 
         docker.from_env().ping()
     except Exception:  # noqa: BLE001  (any failure means: no usable engine)
@@ -73,8 +73,8 @@ def _docker_available() -> bool:
 @contextlib.contextmanager
 def _containers() -> Iterator[Services]:
     """PostgreSQL and Kafka from testcontainers, for laptops with Docker and nothing running."""
-    from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
-    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
 
     with (
         PostgresContainer("postgres:15", username="postgres", password="postgres",

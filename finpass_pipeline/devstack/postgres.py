@@ -22,6 +22,7 @@ DATABASE = "finpass"
 # Fast enough for a laptop-sized test run, durable (fsync stays on: the fault tests restart it).
 SERVER_OPTIONS = (
     f"-c listen_addresses={HOST} -c port={PORT} -c max_connections=300 "
+    "-c max_locks_per_transaction=256 "
     "-c shared_buffers=512MB -c max_wal_size=4GB -c checkpoint_timeout=15min "
     "-c synchronous_commit=on -c log_min_messages=warning"
 )

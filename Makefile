@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (the main job end to end) and `make test`.
+# Each installs what is missing (scripts/bootstrap.sh) and starts the local services first.
+SHELL := /bin/bash
+FP := .venv/bin/finpass-pipeline
+
+.PHONY: bootstrap up down status demo test lint bench
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+up: bootstrap
+	@$(FP) dev up
+
+down:
+	@$(FP) dev down
+
+status:
+	@$(FP) dev status
+
+demo: up
+	@bash scripts/demo.sh
+
+test: up
+	@.venv/bin/pytest
+
+lint: bootstrap
+	@.venv/bin/ruff check . && .venv/bin/mypy
+
+bench: up
+	@$(FP) bench
