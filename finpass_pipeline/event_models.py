@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -280,6 +281,19 @@ class CredentialExpired(EventBase):
 # --- payment.* ---------------------------------------------------------------------------------
 
 
+def _null_is_one_time(value: Any) -> Any:
+    # A producer that serialises unset fields as null means "not given", i.e. the default.
+    return PaymentType.ONE_TIME if value is None else value
+
+
+OneTimeByDefault = Annotated[
+    PaymentType,
+    BeforeValidator(_null_is_one_time),
+    WithJsonSchema({"enum": [*PaymentType, None], "description": "ONE_TIME when absent or null"}),
+]
+"""`payment_type`: ONE_TIME when absent or null."""
+
+
 class PaymentInitiatedData(EventData):
     """`payment.initiated`: insert `payments` (PENDING, `total_amount` = amount + fee + tax).
 
@@ -292,7 +306,7 @@ class PaymentInitiatedData(EventData):
     payee_did: Text
     amount: PositiveMoney
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    payment_type: PaymentType = PaymentType.ONE_TIME
+    payment_type: OneTimeByDefault = PaymentType.ONE_TIME
     payment_method: str | None = Field(default=None, max_length=50)
     reference_id: str | None = Field(default=None, max_length=255)
     description: str | None = Field(default=None, max_length=500)

@@ -203,9 +203,10 @@ def parse_event(raw: bytes) -> Event:
         if not any(error["type"] == JSON_NUMBER_NEEDS_EXACT_PARSE for error in errors):
             raise InvalidEventError(_reason(raw, errors)) from None
         event = _parse_with_exact_numbers(raw)
-    # A NUL character cannot be stored in PostgreSQL text; refuse it here, not in the transaction.
+    # PostgreSQL text cannot hold a NUL character: refuse it here, not in the consumer's
+    # transaction. JSON can only carry one escaped, so this byte search keeps the hot path cheap.
     if b"\\u0000" in raw:
-        _refuse_nul(raw)
+        _refuse_nul(event)
     return event
 
 
@@ -221,7 +222,10 @@ def _parse_with_exact_numbers(raw: bytes) -> Event:
     # Rare path: money sent as a JSON number with a fraction, which pydantic-core has read as a
     # binary float. Read those numbers again from the text, as Decimals, and validate once more
     # with them at hand.
-    document = json.loads(raw, parse_float=Decimal, parse_constant=Decimal)
+    try:
+        document = json.loads(raw, parse_float=Decimal, parse_constant=Decimal)
+    except (ValueError, RecursionError) as e:  # pydantic-core accepted it; be safe all the same
+        raise InvalidEventError(f"not JSON: {e}") from None
     data = document.get("data") if isinstance(document, dict) else None
     exact = {
         name: value
@@ -234,22 +238,29 @@ def _parse_with_exact_numbers(raw: bytes) -> Event:
         raise InvalidEventError(_reason(raw, e.errors(include_url=False))) from None
 
 
-def _refuse_nul(raw: bytes) -> None:
+def _refuse_nul(event: EventBase) -> None:
     def find(value: Any, path: str) -> str | None:
         if isinstance(value, str):
             return path if "\x00" in value else None
-        items: Any = value.items() if isinstance(value, dict) else enumerate(value or ())
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            return None
         for key, item in items:
             if "\x00" in str(key):
-                return f"{path}.{key!r}".lstrip(".")
-            found = find(item, f"{path}.{key}".lstrip("."))
+                return f"{path}.{key!r}"
+            found = find(item, f"{path}.{key}")
             if found is not None:
                 return found
         return None
 
-    where = find(json.loads(raw, parse_float=str, parse_int=str, parse_constant=str), "")
-    if where is not None:  # else the six bytes were an escaped backslash followed by "u0000"
-        raise InvalidEventError(f"{where}: NUL character (\\u0000) not allowed")
+    # Only what the event keeps: ignored envelope and actor fields are never stored.
+    for name, value in event.model_dump().items():
+        where = find(value, name)
+        if where is not None:
+            raise InvalidEventError(f"{where}: NUL character (\\u0000) not allowed")
 
 
 _JSON_KINDS = {
