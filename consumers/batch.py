@@ -34,6 +34,9 @@ class Plan:
     events: list[Incoming] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     progress: dict[TopicPartition, PartitionProgress] = field(default_factory=dict)
+    tripped: str | None = None
+    """`topic[p]` when this plan's dead letters reached the stop-the-line limit there; the plan
+    then ends at that record and the rest of the batch is left unconsumed."""
 
 
 class Planner:
@@ -63,7 +66,7 @@ class Planner:
         """The database refused this event: it becomes a dead letter."""
         return replace(record, reason=f"database rejected the event: {error}")
 
-    def plan(self, records: list[Record]) -> Plan:
+    def plan(self, records: list[Record], limit: int) -> Plan:
         plan = Plan()
         for r in records:
             tp = (r.topic, r.partition)
@@ -77,6 +80,10 @@ class Planner:
                     event_id=event.event_id if event is not None else None,
                     event_type=event.event_type if event is not None else None))
                 progress.consecutive_dead_letters += 1
+                if progress.consecutive_dead_letters >= limit:
+                    plan.progress[tp] = progress
+                    plan.tripped = f"{r.topic}[{r.partition}]"
+                    return plan
             else:
                 plan.events.append(Incoming(r.event, r.topic, r.partition, r.offset,
                                             r.value or b""))
@@ -87,10 +94,3 @@ class Planner:
     def committed(self, plan: Plan) -> None:
         for tp, progress in plan.progress.items():
             self.consecutive[tp] = progress.consecutive_dead_letters
-
-    def tripped(self, limit: int) -> str | None:
-        """The first partition with `limit` or more dead letters in a row, as `topic[p]`."""
-        for (topic, partition), count in self.consecutive.items():
-            if count >= limit:
-                return f"{topic}[{partition}]"
-        return None

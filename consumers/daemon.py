@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from consumers.batch import Plan, Planner, Record
 from finpass_pipeline.apply import Applier
@@ -33,6 +33,8 @@ from finpass_pipeline.store import BatchResult, DeadLetter, Store
 log = structlog.get_logger("finpass.consumer")
 
 MAX_BACKOFF_S = 30.0
+DLQ_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DLQ_TRUNCATE_TO = 512 * 1024
 
 
 class StopTheLine(Exception):
@@ -68,6 +70,8 @@ class ConsumerDaemon:
         self.started_at = time.monotonic()
         self.last_batch_at: float | None = None
         self.healthy = False
+        self.tripped: str | None = None
+        self._committed: dict[tuple[str, int], int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -105,7 +109,8 @@ class ConsumerDaemon:
                 heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
             )
             producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
-                                        enable_idempotence=True, linger_ms=5)
+                                        enable_idempotence=True, linger_ms=5,
+                                        max_request_size=DLQ_MAX_REQUEST_BYTES)
             try:
                 await consumer.start()
                 await producer.start()
@@ -163,9 +168,9 @@ class ConsumerDaemon:
             if stored is None:
                 fresh.append(tp)
             else:
+                # The stop-the-line count starts again at 0: restarting is the operator's
+                # decision to go on (the stored count stays visible in consumer_offsets).
                 self.consumer.seek(tp, stored.next_offset)
-                self.planner.consecutive[(tp.topic, tp.partition)] = (
-                    stored.consecutive_dead_letters)
         if fresh:
             await self.consumer.seek_to_beginning(*fresh)
         self.healthy = True
@@ -193,13 +198,12 @@ class ConsumerDaemon:
                     log.warning("shutdown_during_retry",
                                 note="batch not applied; it is re-read on restart")
                     return 0
-                await self._commit_kafka(records)
+                await self._commit_kafka()
                 self.metrics.batch_seconds.observe(time.monotonic() - started)
                 self.metrics.batch_size.observe(len(records))
                 self.last_batch_at = time.monotonic()
-            tripped = self.planner.tripped(self.settings.max_consecutive_dead_letters)
-            if tripped:
-                log.error("stop_the_line", partition=tripped,
+            if self.tripped:
+                log.error("stop_the_line", partition=self.tripped,
                           limit=self.settings.max_consecutive_dead_letters,
                           reason="too many consecutive dead letters on one partition; "
                                  "something upstream is broken")
@@ -216,7 +220,7 @@ class ConsumerDaemon:
             try:
                 await self._commit_isolating(planned)
             except Exception as e:
-                if not is_transient(e) and not isinstance(e, KafkaError):
+                if not is_transient(e) and not (isinstance(e, KafkaError) and e.retriable):
                     raise
                 self.metrics.retries.inc()
                 if self.consumer is not None:
@@ -239,7 +243,7 @@ class ConsumerDaemon:
     async def _commit_isolating(self, planned: list[Record]) -> None:
         """Commit `planned`; if the database rejects a row, bisect to find it and dead-letter it."""
         assert self.store is not None  # noqa: S101
-        plan = self.planner.plan(planned)
+        plan = self.planner.plan(planned, self.settings.max_consecutive_dead_letters)
         await self._publish_dead_letters(plan.dead)
         try:
             result = await self.store.commit_batch(plan.events, plan.dead, plan.progress)
@@ -254,9 +258,13 @@ class ConsumerDaemon:
                 return
             half = len(planned) // 2
             await self._commit_isolating(planned[:half])
-            await self._commit_isolating(planned[half:])
+            if not self.tripped:
+                await self._commit_isolating(planned[half:])
             return
         self.planner.committed(plan)
+        self.tripped = plan.tripped
+        for tp, p in plan.progress.items():
+            self._committed[tp] = p.next_offset
         self._observe(plan, result)
 
     def _observe(self, plan: Plan, result: BatchResult) -> None:
@@ -279,7 +287,7 @@ class ConsumerDaemon:
         if not dead or self.producer is None:
             return
         topic = self.settings.topic(DEAD_LETTER_TOPIC)
-        futures = []
+        futures: list[Coroutine[Any, Any, None]] = []
         for d in dead:
             with structlog.contextvars.bound_contextvars(
                     event_id=str(d.event_id) if d.event_id else None, topic=d.topic,
@@ -288,15 +296,27 @@ class ConsumerDaemon:
             headers = [("reason", d.reason.encode()), ("source_topic", d.topic.encode()),
                        ("source_partition", str(d.partition).encode()),
                        ("source_offset", str(d.offset).encode())]
-            futures.append(await self.producer.send(topic, value=d.value or b"", key=d.key,
-                                                    headers=headers))
+            futures.append(self._send_dead_letter(topic, d, headers))
         await asyncio.gather(*futures)  # acknowledged before the database commit
 
-    async def _commit_kafka(self, records: list[ConsumerRecord]) -> None:
+    async def _send_dead_letter(self, topic: str, d: DeadLetter,
+                                headers: list[tuple[str, bytes]]) -> None:
+        assert self.producer is not None  # noqa: S101
+        value = d.value or b""
+        try:
+            await self.producer.send_and_wait(topic, value=value, key=d.key, headers=headers)
+        except MessageSizeTooLargeError:
+            # The table keeps the full raw bytes; the topic gets a prefix and says so.
+            await self.producer.send_and_wait(
+                topic, value=value[:DLQ_TRUNCATE_TO], key=d.key,
+                headers=[*headers, ("truncated_from", str(len(value)).encode())])
+
+    async def _commit_kafka(self) -> None:
         assert self.consumer is not None  # noqa: S101
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        offsets = {TopicPartition(t, p): o for (t, p), o in self._committed.items()}
+        self._committed = {}
+        if not offsets:
+            return
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as e:

@@ -43,7 +43,8 @@ async def send_raw(settings: Settings, messages: Iterable[tuple[str, bytes | Non
                    ) -> None:
     """Send (topic suffix, key, value) triples, in order, and wait for every acknowledgement."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+                                enable_idempotence=True, linger_ms=5,
+                                max_request_size=3 * 1024 * 1024)
     await producer.start()
     try:
         futures = [await producer.send(settings.topic(suffix), key=key, value=value)

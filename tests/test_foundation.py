@@ -50,6 +50,7 @@ def test_compose_matches_local_stack() -> None:
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == local["auto.create.topics.enable"]
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == local[
         "offsets.topic.replication.factor"]
+    assert env["KAFKA_MESSAGE_MAX_BYTES"] == local["message.max.bytes"]
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == local[
         "group.initial.rebalance.delay.ms"]
 

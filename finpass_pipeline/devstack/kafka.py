@@ -54,6 +54,8 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
+# Room above the pipeline's 1 MiB event limit, so an oversize event reaches the dead-letter path.
+message.max.bytes=2097152
 """
 
 LOG4J2_PROPERTIES = """\
