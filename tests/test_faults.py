@@ -3,16 +3,20 @@ nothing is applied twice."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from finpass_pipeline.devstack import DevStack
 from finpass_pipeline.settings import Settings
 from tests.pipeline_support import (
     count,
@@ -23,6 +27,7 @@ from tests.pipeline_support import (
     wait_caught_up,
     wait_for,
 )
+from tests.services import Services
 from tests.streams import Expected, payments_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -145,3 +150,143 @@ async def test_sigterm_drains_and_exits_0(settings: Settings, processes: list[Co
     await wait_caught_up(settings, len(expected.events), timeout=120)
     assert again.terminate() == 0
     await assert_exact(settings, expected)
+
+
+@pytest.fixture
+def local_stack(services: Services) -> DevStack:
+    """The `dev up` services, which these tests stop and start by their recorded pids."""
+    stack = DevStack(Settings())
+    if not (stack.postgres.running() and stack.kafka.running()):
+        if os.environ.get("CI"):
+            pytest.fail("fault tests need the local `finpass-pipeline dev up` stack in CI")
+        pytest.skip("services are external (not started by `dev up`): cannot restart them")
+    return stack
+
+
+async def test_postgres_restart_during_load(settings: Settings, local_stack: DevStack,
+                                            processes: list[ConsumerProcess],
+                                            tmp_path: Path) -> None:
+    """PostgreSQL stops and starts mid-stream: the consumer retries, then finishes exactly."""
+    expected = payments_stream(users=1_000, payments=3_000, logins=1_000, seed=21)
+    await send_events(settings, expected.events)
+    proc = ConsumerProcess(settings, tmp_path / "consumer.log")
+    processes.append(proc)
+
+    async def started() -> bool:
+        return await count(settings.database_url, "SELECT count(*) FROM processed_events") > 2000
+
+    await wait_for(started, 120, "first batches")
+    await asyncio.to_thread(local_stack.postgres.restart)
+    await wait_caught_up(settings, len(expected.events), timeout=180)
+    assert proc.proc.poll() is None, "the consumer must survive a database restart"
+    assert proc.terminate() == 0
+    await assert_exact(settings, expected)
+    assert b"transient_failure" in (tmp_path / "consumer.log").read_bytes()
+
+
+async def test_kafka_restart_during_load(settings: Settings, local_stack: DevStack,
+                                         processes: list[ConsumerProcess],
+                                         tmp_path: Path) -> None:
+    """The broker stops and starts mid-stream: the consumer reconnects and finishes exactly."""
+    expected = payments_stream(users=1_000, payments=3_000, logins=1_000, seed=22)
+    await send_events(settings, expected.events)
+    proc = ConsumerProcess(settings, tmp_path / "consumer.log")
+    processes.append(proc)
+
+    async def started() -> bool:
+        return await count(settings.database_url, "SELECT count(*) FROM processed_events") > 2000
+
+    await wait_for(started, 120, "first batches")
+    await asyncio.to_thread(local_stack.kafka.restart)
+    await wait_caught_up(settings, len(expected.events), timeout=240)
+    assert proc.proc.poll() is None, "the consumer must survive a broker restart"
+    assert proc.terminate() == 0
+    await assert_exact(settings, expected)
+
+
+async def test_three_consumers_one_killed_one_added(settings: Settings,
+                                                    processes: list[ConsumerProcess],
+                                                    tmp_path: Path) -> None:
+    """Three processes in one group; one is killed -9 and another joins mid-stream (two
+    rebalances): the tables are exact."""
+    expected = payments_stream(users=2_000, payments=4_000, logins=3_000, seed=23)
+    await send_events(settings, expected.events)
+    for i in range(3):
+        processes.append(ConsumerProcess(settings, tmp_path / f"consumer{i}.log"))
+
+    async def third() -> bool:
+        done = await count(settings.database_url, "SELECT count(*) FROM processed_events")
+        return done > len(expected.events) // 3
+
+    await wait_for(third, 120, "a third of the stream")
+    processes[1].kill9()
+    processes.append(ConsumerProcess(settings, tmp_path / "consumer3.log"))
+    await wait_caught_up(settings, len(expected.events), timeout=240)
+    for p in (processes[0], processes[2], processes[3]):
+        assert p.terminate() == 0
+    await assert_exact(settings, expected)
+
+
+CHECKSUM_SQL = {
+    "users": "SELECT md5(string_agg(u::text, '|' ORDER BY id)) FROM users u",
+    "credentials": "SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM credentials c",
+    "credential_status": "SELECT md5(string_agg(s::text, '|' ORDER BY id)) "
+                         "FROM credential_status s",
+    "payments": "SELECT md5(string_agg(p::text, '|' ORDER BY id)) FROM payments p",
+    # Processing-time columns (created_at, chain position) differ between runs by design.
+    "audit_events": "SELECT md5(string_agg(concat_ws(',', id, event_type, user_id_hash, "
+                    "resource_type, resource_id, action, outcome, severity, details, "
+                    "previous_values, new_values, correlation_id, event_id, occurred_at), "
+                    "'|' ORDER BY id)) FROM audit_events",
+}
+
+
+async def checksums(dsn: str) -> dict[str, str]:
+    rows = {}
+    for table, sql in CHECKSUM_SQL.items():
+        got = await fetch(dsn, sql)
+        rows[table] = got[0][0]
+    return rows
+
+
+async def test_replay_from_zero_gives_identical_tables(
+        settings: Settings, services: Services, processes: list[ConsumerProcess],
+        tmp_path: Path) -> None:
+    """Replaying the topics from offset 0 into a fresh database gives identical tables."""
+    from tests.builders import issued
+
+    expected = payments_stream(users=500, payments=1_000, logins=500, seed=24)
+    extra = [issued(uuid.uuid5(uuid.NAMESPACE_OID, f"c{i}"), f"did:example:u24-{i}", at=500)
+             for i in range(300)]
+    await send_events(settings, expected.events + extra)
+    total = len(expected.events) + len(extra)
+    proc = ConsumerProcess(settings, tmp_path / "first.log")
+    processes.append(proc)
+    await wait_caught_up(settings, total)
+    assert proc.terminate() == 0
+    first = await checksums(settings.database_url)
+
+    replay_db = f"t_{uuid.uuid4().hex[:16]}"
+    await execute_admin(services.database_url, f'CREATE DATABASE "{replay_db}"')
+    try:
+        replay = settings.model_copy(update={
+            "database_url": settings.database_url.rsplit("/", 1)[0] + "/" + replay_db,
+            "consumer_group": settings.consumer_group + "-replay"})
+        await prepare(replay)
+        again = ConsumerProcess(replay, tmp_path / "replay.log")
+        processes.append(again)
+        await wait_caught_up(replay, total)
+        assert again.terminate() == 0
+        assert await checksums(replay.database_url) == first
+        assert all(first.values())
+    finally:
+        await execute_admin(services.database_url,
+                            f'DROP DATABASE IF EXISTS "{replay_db}" WITH (FORCE)')
+
+
+async def execute_admin(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
