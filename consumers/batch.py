@@ -27,6 +27,7 @@ class Record:
     value: bytes | None
     event: Any | None = None
     reason: str | None = None
+    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -48,19 +49,23 @@ class Planner:
 
     def decode(self, rec: ConsumerRecord) -> Record:
         value: bytes | None = rec.value
-        base = Record(rec.topic, rec.partition, rec.offset, rec.key, value)
+        event: Any | None = None
+        reason: str | None = None
         if value is None:
-            return replace(base, reason="empty message (tombstone)")
-        try:
-            event = parse_event(value)
-        except InvalidEventError as e:
-            return replace(base, reason=e.reason)
-        expected = self.prefix + topic_suffix(event.event_type)
-        if rec.topic != expected:
-            return replace(base, event=None,
-                           reason=f"event_type {event.event_type!r} belongs on topic "
-                                  f"{expected!r}, not {rec.topic!r}")
-        return replace(base, event=event)
+            reason = "empty message (tombstone)"
+        else:
+            try:
+                event = parse_event(value)
+            except InvalidEventError as e:
+                reason = e.reason
+            else:
+                expected = self.prefix + topic_suffix(event.event_type)
+                if rec.topic != expected:
+                    reason = (f"event_type {event.event_type!r} belongs on topic {expected!r}, "
+                              f"not {rec.topic!r}")
+                    event = None
+        return Record(rec.topic, rec.partition, rec.offset, rec.key, value, event, reason,
+                      rec.timestamp)
 
     def reject(self, record: Record, error: str) -> Record:
         """The database refused this event: it becomes a dead letter."""

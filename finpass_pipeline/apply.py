@@ -21,7 +21,6 @@ from finpass_pipeline.audit import (
     RETENTION_DAYS_SECURITY,
     AuditRow,
     Pseudonymizer,
-    audit_id,
     to_json,
 )
 from finpass_pipeline.events import audit_event_type
@@ -369,7 +368,8 @@ class Applier:
         if e.causation_id:
             details["causation_id"] = str(e.causation_id)
         return AuditRow(
-            id=audit_id(e.event_id), event_type=audit_event_type(e.event_type),
+            # One audit row per event: the event id is a natural, replay-stable row id.
+            id=e.event_id, event_type=audit_event_type(e.event_type),
             user_id_hash=self.pz.maybe(effect.subject_did), session_id=session,
             ip_address=actor.ip_address if actor else None,
             user_agent=actor.user_agent if actor else None, tenant_id=e.tenant_id,

@@ -128,11 +128,82 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_demo(settings, args.count, args.users, args.seed, args.rate))
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from finpass_pipeline.bench import Bench, render
+    from finpass_pipeline.logs import configure_logging
+
+    configure_logging(settings.log_format, "warning")
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    bench = Bench(settings, args.events, args.users, args.seed, args.rate, args.latency_seconds,
+                  args.naive_sample, say)
+    try:
+        result = asyncio.run(bench.run())
+    finally:
+        if not args.keep:
+            asyncio.run(bench.cleanup())
+    print(json.dumps(result.as_dict(), indent=2) if args.json else render(result))
+    return EXIT_OK
+
+
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from finpass_pipeline.demo_job import print_summary, summarize
 
     print_summary(asyncio.run(summarize(settings)))
     return EXIT_OK
+
+
+def cmd_produce_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
+    from finpass_pipeline.kafka import ensure_topics
+    from producers.demo import produce_demo
+    from producers.errors import PublishError
+
+    async def create_topics_then_produce() -> None:
+        await ensure_topics(settings)
+        await produce_demo(settings, args.count, args.rate, args.users, args.seed)
+
+    try:
+        asyncio.run(create_topics_then_produce())
+    except (PublishError, KafkaError) as e:
+        _fail(f"producing failed: {e}")
+    return EXIT_OK
+
+
+def cmd_outbox_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.logs import configure_logging
+    from producers.outbox import main as relay_main
+    from producers.outbox import outbox_dsn
+
+    dsn = outbox_dsn(settings)  # a malformed DSN is a ConfigError: exit 2 before connecting
+    configure_logging(settings.log_format, settings.log_level)
+    return asyncio.run(relay_main(settings, dsn, batch_size=args.batch_size))
+
+
+# --- analyst reports (docs/analyst.md) -------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.reports import run_cli
+
+    return run_cli(args, settings)
+
+
+def cmd_datagen(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.datagen import run_cli
+
+    return run_cli(args, settings)
+
+
+def cmd_report_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.report_bench import run_cli
+
+    return run_cli(args, settings)
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -183,8 +254,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     demo.add_argument("--rate", type=float, default=0.0, help="events/s cap; 0 = unlimited")
     demo.set_defaults(handler=cmd_demo)
+    bench = sub.add_parser("bench", help="pipeline vs database/Kafka ceilings, naive baseline, "
+                           "latency and RSS, on fresh topics and databases")
+    bench.add_argument("--events", type=_positive, default=200_000)
+    bench.add_argument("--users", type=_positive, default=5_000)
+    bench.add_argument("--seed", type=int, default=42)
+    bench.add_argument("--rate", type=float, default=2_000.0, help="offered rate for latency")
+    bench.add_argument("--latency-seconds", type=float, default=15.0)
+    bench.add_argument("--naive-sample", type=_positive, default=10_000,
+                       help="events for the naive baseline (it is slow)")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument("--keep", action="store_true", help="keep the bench databases")
+    bench.set_defaults(handler=cmd_bench)
     sub.add_parser("summary", help="rows per table, dead letters, consumer throughput"
                    ).set_defaults(handler=cmd_summary)
+    produce = sub.add_parser("produce-demo", help="publish a realistic, seeded event stream")
+    produce.add_argument("--count", type=_positive, default=10_000, help="events (default 10000)")
+    produce.add_argument("--rate", type=float, default=0.0, help="events/s cap; 0 = unlimited")
+    produce.add_argument("--users", type=_positive, default=1_000, help="users (default 1000)")
+    produce.add_argument("--seed", type=int, default=42, help="same seed, same stream (default 42)")
+    produce.set_defaults(handler=cmd_produce_demo)
+    relay = sub.add_parser(
+        "outbox-relay", help="publish event_outbox rows of FINPASS_OUTBOX_DATABASE_URL to Kafka"
+    )
+    relay.add_argument("--batch-size", type=_positive, default=500, help="rows per transaction")
+    relay.set_defaults(handler=cmd_outbox_relay)
+    report = sub.add_parser("report", help="analyst reports: report --list, report NAME --help")
+    report.add_argument("name", nargs="?", metavar="NAME", help="the report (see --list)")
+    report.add_argument("--list", action="store_true", help="describe every report")
+    report.add_argument("--refresh-rollups", action="store_true",
+                        help="bring the analyst rollups up to date (incremental)")
+    report.add_argument("--full", action="store_true", help="with --refresh-rollups: rebuild all")
+    report.add_argument("options", nargs=argparse.REMAINDER,
+                        help="the report's options: --from, --to, --limit, --format, ...")
+    report.set_defaults(handler=cmd_report)
+    datagen = sub.add_parser("datagen", help="load synthetic rows at scale into an empty database")
+    datagen.add_argument("--users", type=_positive, default=500_000)
+    datagen.add_argument("--credentials", type=_positive, default=1_000_000)
+    datagen.add_argument("--payments", type=_positive, default=1_000_000)
+    datagen.add_argument("--audit", type=_positive, default=10_000_000)
+    datagen.add_argument("--days", type=_positive, default=395, help="history (default 395)")
+    datagen.add_argument("--seed", type=int, default=1, help="same seed, same data (default 1)")
+    datagen.set_defaults(handler=cmd_datagen)
+    rbench = sub.add_parser("report-bench", help="p50/p95 latency and plan of every report")
+    rbench.add_argument("--runs", type=_positive, default=20, help="runs per report (default 20)")
+    rbench.set_defaults(handler=cmd_report_bench)
     schema = sub.add_parser("schema", help="JSON Schema of the event contract")
     schema_sub = schema.add_subparsers(dest="schema_action", required=True)
     export = schema_sub.add_parser("export", help="write one schema file per event type")

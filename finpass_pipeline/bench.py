@@ -1,0 +1,368 @@
+"""`finpass-pipeline bench`: the pipeline measured against its ceilings, in one run.
+
+Fresh topics (a new prefix) and fresh databases each run, on the configured services:
+  (a) database ceiling — the rows the pipeline would write, COPYed straight in, no Kafka;
+  (b) Kafka ceiling    — the same messages consumed and discarded;
+  (c) pipeline         — `finpass-pipeline consume` as a real process, until it has committed all;
+  (d) naive baseline   — one transaction and commit per event, as a per-message consumer does;
+  (e) latency          — produce-to-commit at a fixed offered rate (Kafka record timestamp to
+                          the database commit), p50/p95/p99;
+plus the consumer's peak RSS (VmHWM of the process in (c)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+
+from finpass_pipeline.apply import Applier, BatchState, Incoming
+from finpass_pipeline.audit import AUDIT_COLUMNS, Pseudonymizer
+from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
+from finpass_pipeline.kafka import domain_topics, ensure_topics
+from finpass_pipeline.migrations import migrate
+from finpass_pipeline.rows import CredentialRow, PaymentRow, UserRow, values
+from finpass_pipeline.settings import Settings
+from finpass_pipeline.store import PartitionProgress, Store, _credential_status_id
+
+GOALS = {"vs_ceiling": 0.70, "vs_naive": 5.0, "p99_ms": 250.0, "rss_mb": 150.0}
+
+
+@dataclass
+class BenchResult:
+    events: int
+    produce_eps: float = 0.0
+    db_ceiling_eps: float = 0.0
+    kafka_ceiling_eps: float = 0.0
+    pipeline_eps: float = 0.0
+    pipeline_eps_with_startup: float = 0.0
+    naive_eps: float = 0.0
+    naive_sample: int = 0
+    latency_rate: float = 0.0
+    latency_events: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    consumer_peak_rss_mb: float = 0.0
+
+    @property
+    def vs_ceiling(self) -> float:
+        return self.pipeline_eps / min(self.db_ceiling_eps, self.kafka_ceiling_eps)
+
+    @property
+    def vs_naive(self) -> float:
+        return self.pipeline_eps / self.naive_eps if self.naive_eps else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(vs_ceiling=round(self.vs_ceiling, 3), vs_naive=round(self.vs_naive, 2),
+                    goals=GOALS)
+        return data
+
+
+def _with_db(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+class Bench:
+    def __init__(self, settings: Settings, events: int, users: int, seed: int,
+                 latency_rate: float, latency_seconds: float, naive_sample: int,
+                 say: Any) -> None:
+        self.base = settings
+        self.n = events
+        self.users = users
+        self.seed = seed
+        self.latency_rate = latency_rate
+        self.latency_seconds = latency_seconds
+        self.naive_n = min(naive_sample, events)
+        self.say = say
+        self.stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
+        self.databases: list[str] = []
+        self.result = BenchResult(events)
+
+    # --- setup -----------------------------------------------------------------------------
+
+    async def _fresh(self, name: str, prefix: str | None = None) -> Settings:
+        db = f"bench_{self.stamp}_{name}"
+        admin = await asyncpg.connect(self.base.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{db}"')
+        finally:
+            await admin.close()
+        self.databases.append(db)
+        s = self.base.model_copy(update={
+            "database_url": _with_db(self.base.database_url, db),
+            "topic_prefix": prefix or f"bench{self.stamp}.",
+            "consumer_group": f"bench-{self.stamp}-{name}",
+            "http_port": 0,
+            "audit_hash_key": SecretStr("bench-key"),
+        })
+        await migrate(s.database_url)
+        return s
+
+    async def cleanup(self) -> None:
+        admin = await asyncpg.connect(self.base.database_url)
+        try:
+            for db in self.databases:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    def _messages(self) -> list[tuple[str, bytes, bytes]]:
+        from producers.demo_stream import demo_events
+
+        start = datetime.now(UTC) - timedelta(days=30)
+        return [(topic_suffix(e.event_type), message_key(e), serialize_event(e))
+                for e in demo_events(self.n, self.users, self.seed, start)]
+
+    async def _produce(self, s: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
+        await ensure_topics(s)
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
+                                    enable_idempotence=True, linger_ms=20,
+                                    max_batch_size=256 * 1024)
+        await producer.start()
+        t0 = time.monotonic()
+        try:
+            pending = []
+            for suffix, key, value in messages:
+                pending.append(await producer.send(s.topic(suffix), key=key, value=value))
+                if len(pending) >= 20_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        return len(messages) / (time.monotonic() - t0)
+
+    # --- (a) database ceiling --------------------------------------------------------------
+
+    async def db_ceiling(self, messages: list[tuple[str, bytes, bytes]]) -> float:
+        s = await self._fresh("ceiling")
+        applier = Applier(Pseudonymizer(s.hash_key(), s.audit_hash_key_id))
+        state = BatchState()
+        for offset, (suffix, _key, value) in enumerate(messages):
+            applier.apply(state, Incoming(parse_event(value), s.topic(suffix), 0, offset, value))
+        conn = await asyncpg.connect(s.database_url)
+        try:
+            t0 = time.monotonic()
+            async with conn.transaction():
+                users = [r for r in state.users.values() if r is not None]
+                creds = [r for r in state.credentials.values() if r is not None]
+                pays = [r for r in state.payments.values() if r is not None]
+                await conn.copy_records_to_table(
+                    "users", columns=list(UserRow.INSERT_COLUMNS),
+                    records=[values(r, UserRow.INSERT_COLUMNS) for r in users])
+                await conn.copy_records_to_table(
+                    "credentials", columns=list(CredentialRow.INSERT_COLUMNS),
+                    records=[values(r, CredentialRow.INSERT_COLUMNS) for r in creds])
+                await conn.copy_records_to_table(
+                    "credential_status", columns=["id", "credential_id", "status", "created_at",
+                                                  "updated_at", "status_changed_at"],
+                    records=[(_credential_status_id(r.id), r.id, r.status, r.created_at,
+                              r.updated_at, r.status_changed_at) for r in creds])
+                await conn.copy_records_to_table(
+                    "payments", columns=list(PaymentRow.INSERT_COLUMNS),
+                    records=[values(r, PaymentRow.INSERT_COLUMNS) for r in pays])
+                await conn.copy_records_to_table(
+                    "audit_events", columns=list(AUDIT_COLUMNS),
+                    records=[a.record() for a in state.audit])
+                await conn.copy_records_to_table(
+                    "processed_events", columns=["event_id", "event_type", "topic",
+                                                 "kafka_partition", "kafka_offset", "state"],
+                    records=[(i.event.event_id, i.event.event_type, i.topic, 0, i.offset,
+                              "APPLIED") for i in state.applied])
+            return len(messages) / (time.monotonic() - t0)
+        finally:
+            await conn.close()
+
+    # --- (b) Kafka ceiling -----------------------------------------------------------------
+
+    async def kafka_ceiling(self, s: Settings) -> float:
+        consumer = AIOKafkaConsumer(*domain_topics(s), bootstrap_servers=s.bootstrap_servers,
+                                    group_id=f"bench-{self.stamp}-kafka-ceiling",
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    fetch_max_wait_ms=100)
+        await consumer.start()
+        try:
+            t0, seen = time.monotonic(), 0
+            while seen < self.n:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                seen += sum(len(v) for v in batch.values())
+            return self.n / (time.monotonic() - t0)
+        finally:
+            await consumer.stop()
+
+    # --- (c) the pipeline ------------------------------------------------------------------
+
+    async def pipeline(self, s: Settings) -> tuple[float, float, float]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
+        env.update(FINPASS_DATABASE_URL=s.database_url,
+                   FINPASS_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
+                   FINPASS_TOPIC_PREFIX=s.topic_prefix, FINPASS_CONSUMER_GROUP=s.consumer_group,
+                   FINPASS_AUDIT_HASH_KEY="bench-key", FINPASS_HTTP_PORT="0",
+                   FINPASS_LOG_LEVEL="warning")
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "finpass_pipeline.cli", "consume", env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        first: tuple[float, int] | None = None
+        conn = await asyncpg.connect(s.database_url)
+        try:
+            while True:
+                done = int(await conn.fetchval(
+                    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
+                now = time.monotonic()
+                if done and first is None:
+                    first = (now, done)
+                if done >= self.n:
+                    break
+                if proc.returncode is not None:
+                    raise RuntimeError(f"the consumer exited with code {proc.returncode}")
+                self.say(f"  pipeline: {done:,}/{self.n:,}")
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+            rss_kb = _peak_rss_kb(proc.pid)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), timeout=60)
+        assert first is not None  # noqa: S101
+        steady = (self.n - first[1]) / max(now - first[0], 1e-9)
+        return steady, self.n / (now - started), rss_kb / 1024
+
+    # --- (d) naive baseline ----------------------------------------------------------------
+
+    async def naive(self, s: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
+        pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=1)
+        try:
+            store = Store(pool, s.consumer_group,
+                          Applier(Pseudonymizer(s.hash_key(), s.audit_hash_key_id)))
+            t0 = time.monotonic()
+            for offset, (suffix, _key, value) in enumerate(messages[: self.naive_n]):
+                inc = Incoming(parse_event(value), s.topic(suffix), 0, offset, value)
+                await store.commit_batch([inc], [], {(inc.topic, 0): PartitionProgress(
+                    offset + 1, 0)})
+            return self.naive_n / (time.monotonic() - t0)
+        finally:
+            await pool.close()
+
+    # --- (e) latency at a fixed offered rate -----------------------------------------------
+
+    async def latency(self) -> dict[str, float]:
+        from consumers.daemon import ConsumerDaemon
+
+        s = await self._fresh("latency", prefix=f"bench{self.stamp}lat.")
+        await ensure_topics(s)
+        total = int(self.latency_rate * self.latency_seconds)
+        samples: list[float] = []
+        all_in = asyncio.Event()
+
+        def record(committed: list[Any]) -> None:
+            now_ms = time.time() * 1000
+            samples.extend(now_ms - r.timestamp_ms for r in committed
+                           if r.timestamp_ms is not None)
+            if len(samples) >= total:
+                all_in.set()
+
+        daemon = ConsumerDaemon(s)
+        daemon.on_commit = record
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
+        env.update(FINPASS_DATABASE_URL=s.database_url,
+                   FINPASS_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
+                   FINPASS_TOPIC_PREFIX=s.topic_prefix)
+        await asyncio.sleep(2)  # let the consumer join its group before the clock starts
+        producer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "finpass_pipeline.cli", "produce-demo", "--count", str(total),
+            "--rate", str(self.latency_rate), "--seed", str(self.seed + 1), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await producer.wait()
+        try:
+            await asyncio.wait_for(all_in.wait(), timeout=60)
+        except TimeoutError:
+            self.say(f"  latency: only {len(samples):,} of {total:,} committed within 60 s")
+        stop.set()
+        await task
+        samples.sort()
+        self.result.latency_events = len(samples)
+
+        def pct(p: float) -> float:
+            return round(samples[min(int(p * len(samples)), len(samples) - 1)], 1)
+
+        return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": samples[-1]}
+
+    # --- all of it -------------------------------------------------------------------------
+
+    async def run(self) -> BenchResult:
+        r = self.result
+        self.say(f"generating {self.n:,} demo events (seed {self.seed})")
+        messages = self._messages()
+        pipe = await self._fresh("pipeline")
+        self.say("producing them to fresh topics")
+        r.produce_eps = await self._produce(pipe, messages)
+        self.say("(b) Kafka ceiling: consume and discard")
+        r.kafka_ceiling_eps = await self.kafka_ceiling(pipe)
+        self.say("(a) database ceiling: COPY the same rows")
+        r.db_ceiling_eps = await self.db_ceiling(messages)
+        self.say("(c) pipeline end to end")
+        r.pipeline_eps, r.pipeline_eps_with_startup, r.consumer_peak_rss_mb = (
+            await self.pipeline(pipe))
+        self.say(f"(d) naive baseline: one transaction per event ({self.naive_n:,} events)")
+        r.naive_sample = self.naive_n
+        r.naive_eps = await self.naive(await self._fresh("naive"), messages)
+        self.say(f"(e) latency at {self.latency_rate:,.0f} events/s offered")
+        r.latency_rate = self.latency_rate
+        r.latency_ms = await self.latency()
+        return r
+
+
+def _peak_rss_kb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def render(r: BenchResult) -> str:
+    ok = {"vs_ceiling": r.vs_ceiling >= GOALS["vs_ceiling"], "vs_naive": r.vs_naive >= GOALS[
+        "vs_naive"], "p99": r.latency_ms.get("p99", 1e9) <= GOALS["p99_ms"],
+        "rss": r.consumer_peak_rss_mb <= GOALS["rss_mb"]}
+
+    def mark(flag: bool) -> str:
+        return "ok" if flag else "MISSED"
+
+    lines = [
+        f"events: {r.events:,} (realistic demo mix)   produce rate: {r.produce_eps:,.0f}/s",
+        f"(a) database ceiling (COPY)      {r.db_ceiling_eps:>10,.0f} events/s",
+        f"(b) Kafka ceiling (consume only) {r.kafka_ceiling_eps:>10,.0f} events/s",
+        f"(c) pipeline end to end          {r.pipeline_eps:>10,.0f} events/s "
+        f"({r.pipeline_eps_with_startup:,.0f}/s including process start and group join)",
+        f"(d) naive, 1 txn per event       {r.naive_eps:>10,.0f} events/s "
+        f"(first {r.naive_sample:,} events)",
+        f"pipeline / min(ceilings)         {r.vs_ceiling:>10.2f}   goal >= "
+        f"{GOALS['vs_ceiling']:.2f}  {mark(ok['vs_ceiling'])}",
+        f"pipeline / naive                 {r.vs_naive:>10.1f}x  goal >= "
+        f"{GOALS['vs_naive']:.0f}x     {mark(ok['vs_naive'])}",
+        f"latency at {r.latency_rate:,.0f}/s offered ({r.latency_events:,} events): "
+        f"p50 {r.latency_ms.get('p50')} ms, p95 {r.latency_ms.get('p95')} ms, "
+        f"p99 {r.latency_ms.get('p99')} ms  goal p99 <= {GOALS['p99_ms']:.0f} ms  "
+        f"{mark(ok['p99'])}",
+        f"consumer peak RSS                {r.consumer_peak_rss_mb:>10.1f} MB  goal <= "
+        f"{GOALS['rss_mb']:.0f} MB  {mark(ok['rss'])}",
+    ]
+    return "\n".join(lines)
