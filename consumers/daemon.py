@@ -24,6 +24,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeEr
 from consumers.batch import Plan, Planner, Record
 from finpass_pipeline.apply import Applier
 from finpass_pipeline.audit import Pseudonymizer
+from finpass_pipeline.audit_chain import PARTITIONS_AHEAD, AuditWriter
 from finpass_pipeline.db import create_pool, is_rejection, is_transient, schema_ready
 from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
@@ -73,6 +74,11 @@ class ConsumerDaemon:
         self.last_batch_at: float | None = None
         self.healthy = False
         self.tripped: str | None = None
+        # The next offset to apply per partition, from the database at assignment. Records
+        # fetched before the seek to it took effect (from Kafka's committed offset, or a
+        # rebalance ago) do not start there: they are dropped and re-fetched, so per-key order
+        # holds whatever Kafka's own offsets say.
+        self.expected: dict[tuple[str, int], int] = {}
         self.on_commit: Callable[[list[Record]], None] | None = None
         """Called with each committed sub-batch's records (the bench measures latency here)."""
         self._committed: dict[tuple[str, int], int] = {}
@@ -84,13 +90,17 @@ class ConsumerDaemon:
         async with http_server(s.http_port, self.metrics, self.health) as port:
             if port:
                 log.info("http_listening", port=port, paths=["/healthz", "/metrics"])
-            pool = await create_pool(s.database_url, stop)
+            pool = await create_pool(s.database_url, stop, role=s.database_role)
             try:
                 if not await schema_ready(pool):
                     log.error("schema_missing",
                               hint="run `finpass-pipeline migrate` against this database")
                     return 1
-                self.store = Store(pool, s.consumer_group, Applier(self.pseudonymizer))
+                if await pool.fetchval("SELECT to_regproc('audit_ensure_partitions')"):
+                    # This month's audit partition and the next ones exist before any batch.
+                    await pool.fetchval("SELECT audit_ensure_partitions($1)", PARTITIONS_AHEAD)
+                self.store = Store(pool, s.consumer_group, Applier(self.pseudonymizer),
+                                   AuditWriter(chained=s.audit_chain))
                 await self._start_kafka(stop)
                 if stop.is_set():
                     return 0
@@ -166,17 +176,15 @@ class ConsumerDaemon:
                             error=str(e) or type(e).__name__, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
-        fresh = []
+        fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in progress]
+        beginning = await self.consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
             stored = progress.get((tp.topic, tp.partition))
-            if stored is None:
-                fresh.append(tp)
-            else:
-                # The stop-the-line count starts again at 0: restarting is the operator's
-                # decision to go on (the stored count stays visible in consumer_offsets).
-                self.consumer.seek(tp, stored.next_offset)
-        if fresh:
-            await self.consumer.seek_to_beginning(*fresh)
+            # The stop-the-line count starts again at 0: restarting is the operator's decision
+            # to go on (the stored count stays visible in consumer_offsets).
+            offset = stored.next_offset if stored is not None else beginning[tp]
+            self.consumer.seek(tp, offset)
+            self.expected[(tp.topic, tp.partition)] = offset
         self.healthy = True
         log.info("partitions_assigned", partitions=len(assigned), from_database=len(progress))
 
@@ -206,17 +214,16 @@ class ConsumerDaemon:
         a subject created in the batch exists before the events that need it."""
         batch = await self._poll()
         order = self._topic_order
-        return [self.planner.decode(rec)
-                for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9), t.partition))
-                for rec in batch[tp]]
+        return [
+            self.planner.decode(rec)
+            for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9), t.partition))
+            for rec in batch[tp]]
 
     async def _commit_batch(self, planned: list[Record], stop: asyncio.Event) -> int | None:
         """Commit one decoded batch; returns an exit code when the daemon must stop."""
         assert self.consumer is not None  # noqa: S101
         async with self.batch_lock:
-            # A rebalance may have taken partitions while this batch was fetched ahead.
-            owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-            planned = [r for r in planned if (r.topic, r.partition) in owned]
+            planned = await self._in_sequence(planned)
             if not planned:
                 return None
             started = time.monotonic()
@@ -235,6 +242,37 @@ class ConsumerDaemon:
                              "something upstream is broken")
             return 1
         return None
+
+    async def _in_sequence(self, planned: list[Record]) -> list[Record]:
+        """Keep each partition's records only if they start at the expected offset."""
+        assert self.consumer is not None  # noqa: S101
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        keep: list[Record] = []
+        first: dict[tuple[str, int], int] = {}
+        for r in planned:
+            first.setdefault((r.topic, r.partition), r.offset)
+        accepted: set[tuple[str, int]] = set()
+        for key, offset in first.items():
+            expected = self.expected.get(key)
+            if key not in owned or expected is None:
+                continue  # revoked while this batch was fetched ahead
+            if offset == expected:
+                accepted.add(key)
+                continue
+            tp = TopicPartition(*key)
+            if offset > expected:
+                start = (await self.consumer.beginning_offsets([tp]))[tp]
+                if start > expected and offset == start:
+                    log.error("offsets_missing", partition=f"{key[0]}[{key[1]}]",
+                              missing_from=expected, missing_to=start - 1,
+                              reason="deleted from the log before they were consumed")
+                    accepted.add(key)
+                    continue
+            log.info("refetching", partition=f"{key[0]}[{key[1]}]", fetched_from=offset,
+                     expected=expected)
+            self.consumer.seek(tp, expected)
+        keep = [r for r in planned if (r.topic, r.partition) in accepted]
+        return keep
 
     async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         """One poll batch: wait up to 200 ms for data, then top up for at most FILL_WINDOW_S
@@ -309,6 +347,7 @@ class ConsumerDaemon:
             self.on_commit(planned)
         for tp, p in plan.progress.items():
             self._committed[tp] = p.next_offset
+            self.expected[tp] = p.next_offset
         self._observe(plan, result)
 
     def _observe(self, plan: Plan, result: BatchResult) -> None:
@@ -319,6 +358,11 @@ class ConsumerDaemon:
         for (event_type, outcome), count in result.outcomes.items():
             (m.rejected if outcome == "REJECTED" else m.applied).labels(event_type).inc(count)
         m.duplicates.inc(result.duplicates)
+        for event, why in result.rejected:
+            with structlog.contextvars.bound_contextvars(
+                    event_id=str(event.event_id), correlation_id=event.correlation_id,
+                    event_type=event.event_type):
+                log.warning("event_rejected", reason=why)
         for d in plan.dead:
             m.dead_lettered.labels(d.event_type or "unknown").inc()
         if self.consumer is not None:

@@ -112,6 +112,8 @@ class BatchState:
     to_park: list[tuple[Incoming, Subject]] = field(default_factory=list)
     created: list[Subject] = field(default_factory=list)
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    """(event, why) for each event audited REJECTED: the daemon logs them."""
 
     def exists(self, subject: Subject) -> bool:
         table: dict[str, Any] = getattr(self, subject.kind + "s")
@@ -166,6 +168,8 @@ class Applier:
         state.applied.append(incoming)
         key = (event.event_type, effect.outcome)
         state.outcomes[key] = state.outcomes.get(key, 0) + 1
+        if effect.outcome == "REJECTED":
+            state.rejected.append((event, effect.error_message or ""))
         return "REJECTED" if effect.outcome == "REJECTED" else "APPLIED"
 
     # --- users -----------------------------------------------------------------------------

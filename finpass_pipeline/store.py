@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from finpass_pipeline.apply import Applier, BatchState, Incoming, Subject, subjects_of
-from finpass_pipeline.audit import AUDIT_COLUMNS
+from finpass_pipeline.audit_chain import AuditWriter
 from finpass_pipeline.events import parse_event
 from finpass_pipeline.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
 
@@ -56,6 +56,7 @@ class BatchResult:
     duplicates: int = 0
     parked: int = 0
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
 
 
 def lock_key(subject: Subject) -> int:
@@ -71,10 +72,12 @@ def _credential_status_id(credential_id: uuid.UUID) -> uuid.UUID:
 class Store:
     """Batch transactions for one consumer group."""
 
-    def __init__(self, pool: asyncpg.Pool, group: str, applier: Applier) -> None:
+    def __init__(self, pool: asyncpg.Pool, group: str, applier: Applier,
+                 audit: AuditWriter | None = None) -> None:
         self.pool = pool
         self.group = group
         self.applier = applier
+        self.audit = audit if audit is not None else AuditWriter()
 
     async def load_progress(self, partitions: Iterable[TopicPartition]
                             ) -> dict[TopicPartition, PartitionProgress]:
@@ -119,6 +122,7 @@ class Store:
         result.applied = state.applied
         result.parked = len(state.to_park)
         result.outcomes = state.outcomes
+        result.rejected = state.rejected
         return result
 
     async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection) -> None:
@@ -245,7 +249,9 @@ class Store:
                 [r.updated_at for r in changed_creds])
         await self._update(conn, "payments", PaymentRow.UPDATE_COLUMNS,
                            [r for r in pays if r.dirty and not r.is_new])
-        await self._copy(conn, "audit_events", AUDIT_COLUMNS, [a.record() for a in state.audit])
+        # audit and applied are appended together (Applier.apply): row i came from applied[i].
+        await self.audit.append(conn, state.audit,
+                                [(i.topic, i.partition) for i in state.applied])
         await self._park(conn, state.to_park)
         if unparked:
             await conn.execute("UPDATE processed_events SET state = 'APPLIED' "
