@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from finpass_pipeline.kafka import domain_topics, ensure_topics
+from finpass_pipeline.kafka import domain_topics, ensure_topics, topic_partitions
 from finpass_pipeline.migrations import migrate
 from finpass_pipeline.settings import Settings
 
@@ -37,15 +38,14 @@ class Summary:
 
 async def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """The log-end offset of every partition of the domain topics."""
+    parts = []
+    for topic, partitions in (await topic_partitions(settings, domain_topics(settings))).items():
+        if not partitions:
+            raise RuntimeError(f"topic {topic} does not exist: run `finpass-pipeline topics`")
+        parts.extend(TopicPartition(topic, p) for p in partitions)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
-        parts = [TopicPartition(t, p) for t in domain_topics(settings)
-                 for p in (consumer.partitions_for_topic(t) or set())]
-        if not parts:
-            await consumer.topics()  # refresh metadata once, then retry
-            parts = [TopicPartition(t, p) for t in domain_topics(settings)
-                     for p in (consumer.partitions_for_topic(t) or set())]
         ends = await consumer.end_offsets(parts)
         return {(tp.topic, tp.partition): off for tp, off in ends.items()}
     finally:
@@ -86,13 +86,15 @@ async def wait_until_consumed(settings: Settings, consumer: subprocess.Popen[byt
         await asyncio.sleep(0.25)
 
 
-async def summarize(settings: Settings) -> Summary:
+async def summarize(settings: Settings, since: datetime | None = None) -> Summary:
+    """Rows per table; consumer throughput over the events processed since `since` (all)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         rows = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in SUMMARY_TABLES}
         span = await conn.fetchrow(
             "SELECT count(*) AS n, extract(epoch FROM max(processed_at) - min(processed_at)) "
-            "AS s FROM processed_events")
+            "AS s FROM processed_events WHERE processed_at >= $1",
+            since or datetime(1970, 1, 1, tzinfo=UTC))
     finally:
         await conn.close()
     n, seconds = int(span["n"]), float(span["s"] or 0.0)
@@ -105,7 +107,7 @@ def print_summary(summary: Summary) -> None:
         print(f"  {table:<20} {n:>10,}")
     if summary.events_per_second:
         print(f"  consumer throughput  {summary.events_per_second:>10,.0f} events/s "
-              f"({summary.consumed:,} events in {summary.seconds:.1f} s; commit timestamps)")
+              f"({summary.consumed:,} events in {summary.seconds:.1f} s, first to last batch)")
 
 
 def start_consumer(settings: Settings) -> subprocess.Popen[bytes]:
@@ -140,6 +142,7 @@ async def run_demo(settings: Settings, count: int, users: int, seed: int | None,
     print(f"topics: {sum(created.values())} created, {len(created) - sum(created.values())} "
           "existed")
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 30)
+    began = datetime.now(UTC)
     consumer = start_consumer(settings)
     try:
         print(f"producing {count:,} demo events for {users:,} users (seed {seed})")
@@ -149,5 +152,5 @@ async def run_demo(settings: Settings, count: int, users: int, seed: int | None,
     finally:
         code = stop_consumer(consumer)
     print(f"consumer stopped with SIGTERM: exit code {code}")
-    print_summary(await summarize(settings))
+    print_summary(await summarize(settings, since=began))
     return 0 if code == 0 else 1

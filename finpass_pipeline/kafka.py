@@ -41,3 +41,15 @@ async def ensure_topics(settings: Settings) -> dict[str, bool]:
         return {t: t not in existing for t in wanted}
     finally:
         await admin.close()
+
+
+async def topic_partitions(settings: Settings, topics: list[str]) -> dict[str, list[int]]:
+    """Partition numbers of each topic (empty list: the topic does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described}
