@@ -133,3 +133,22 @@ def test_dev_up_refuses_unreachable_external_service() -> None:
     result = cli("dev", "up", env={"FINPASS_DATABASE_URL": "postgresql://u@127.0.0.1:1/x"})
     assert result.returncode == 1
     assert "FINPASS_DATABASE_URL is set but its server does not answer" in result.stderr
+
+
+@pytest.mark.integration
+def test_main_job_runs_end_to_end(fresh_db: str, services: Services, topic_prefix: str) -> None:
+    """`finpass-pipeline demo` (what `make demo` runs): migrations, topics, consumer, stream,
+    summary; every demo event is accounted for."""
+    result = cli("demo", "--count", "3000", "--users", "200", "--seed", "5", env={
+        "FINPASS_DATABASE_URL": fresh_db,
+        "FINPASS_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
+        "FINPASS_TOPIC_PREFIX": topic_prefix, "FINPASS_HTTP_PORT": "0",
+        "FINPASS_AUDIT_HASH_KEY": "k", "FINPASS_CONSUMER_GROUP": f"demo-{uuid.uuid4().hex[:6]}"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "consumer stopped with SIGTERM: exit code 0" in result.stdout
+    summary = dict(line.split()[:2] for line in result.stdout.split("What landed")[1]
+                   .splitlines() if len(line.split()) >= 2 and line.split()[1][0].isdigit())
+    audited = int(summary["audit_events"].replace(",", ""))
+    parked = int(summary["parked_events"].replace(",", ""))
+    assert audited + parked == 3000
+    assert int(summary["dead_letter_events"]) == 0
