@@ -54,6 +54,7 @@ class BenchResult:
     latency_events: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
     consumer_peak_rss_mb: float = 0.0
+    consumers: int = 1
 
     @property
     def vs_ceiling(self) -> float:
@@ -77,7 +78,8 @@ def _with_db(dsn: str, name: str) -> str:
 class Bench:
     def __init__(self, settings: Settings, events: int, users: int, seed: int,
                  latency_rate: float, latency_seconds: float, naive_sample: int,
-                 say: Any) -> None:
+                 say: Any, consumers: int = 1) -> None:
+        self.consumers = consumers
         self.base = settings
         self.n = events
         self.users = users
@@ -88,7 +90,7 @@ class Bench:
         self.say = say
         self.stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
         self.databases: list[str] = []
-        self.result = BenchResult(events)
+        self.result = BenchResult(events, consumers=consumers)
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -212,10 +214,10 @@ class Bench:
                    FINPASS_AUDIT_HASH_KEY="bench-key", FINPASS_HTTP_PORT="0",
                    FINPASS_LOG_LEVEL="warning")
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
+        procs = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "finpass_pipeline.cli", "consume", env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+            stderr=asyncio.subprocess.DEVNULL) for _ in range(self.consumers)]
         first: tuple[float, int] | None = None
         conn = await asyncpg.connect(s.database_url)
         try:
@@ -227,16 +229,19 @@ class Bench:
                     first = (now, done)
                 if done >= self.n:
                     break
-                if proc.returncode is not None:
-                    raise RuntimeError(f"the consumer exited with code {proc.returncode}")
+                for proc in procs:
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"a consumer exited with code {proc.returncode}")
                 self.say(f"  pipeline: {done:,}/{self.n:,}")
                 await asyncio.sleep(0.2)
         finally:
             await conn.close()
-            rss_kb = _peak_rss_kb(proc.pid)
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), timeout=60)
+            rss_kb = max(_peak_rss_kb(proc.pid) for proc in procs)
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                await asyncio.wait_for(proc.wait(), timeout=60)
         assert first is not None  # noqa: S101
         steady = (self.n - first[1]) / max(now - first[0], 1e-9)
         return steady, self.n / (now - started), rss_kb / 1024
@@ -350,7 +355,7 @@ def render(r: BenchResult) -> str:
         f"events: {r.events:,} (realistic demo mix)   produce rate: {r.produce_eps:,.0f}/s",
         f"(a) database ceiling (COPY)      {r.db_ceiling_eps:>10,.0f} events/s",
         f"(b) Kafka ceiling (consume only) {r.kafka_ceiling_eps:>10,.0f} events/s",
-        f"(c) pipeline end to end          {r.pipeline_eps:>10,.0f} events/s "
+        f"(c) pipeline, {r.consumers} process(es)      {r.pipeline_eps:>10,.0f} events/s "
         f"({r.pipeline_eps_with_startup:,.0f}/s including process start and group join)",
         f"(d) naive, 1 txn per event       {r.naive_eps:>10,.0f} events/s "
         f"(first {r.naive_sample:,} events)",

@@ -38,7 +38,7 @@ class Summary:
 
 async def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """The log-end offset of every partition of the domain topics."""
-    parts = []
+    parts: list[TopicPartition] = []
     for topic, partitions in (await topic_partitions(settings, domain_topics(settings))).items():
         if not partitions:
             raise RuntimeError(f"topic {topic} does not exist: run `finpass-pipeline topics`")
