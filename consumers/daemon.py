@@ -366,8 +366,11 @@ class ConsumerDaemon:
         for d in plan.dead:
             m.dead_lettered.labels(d.event_type or "unknown").inc()
         if self.consumer is not None:
+            assigned = self.consumer.assignment()
             for (topic, partition), p in plan.progress.items():
-                high = self.consumer.highwater(TopicPartition(topic, partition))
+                tp = TopicPartition(topic, partition)
+                # A rebalance may have taken the partition meanwhile: highwater() asserts on it.
+                high = self.consumer.highwater(tp) if tp in assigned else None
                 if high is not None:
                     m.lag.labels(topic, str(partition)).set(max(high - p.next_offset, 0))
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -141,7 +142,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             print(line, file=sys.stderr, flush=True)
 
     bench = Bench(settings, args.events, args.users, args.seed, args.rate, args.latency_seconds,
-                  args.naive_sample, say)
+                  args.naive_sample, say, consumers=args.consumers)
     try:
         result = asyncio.run(bench.run())
     finally:
@@ -206,6 +207,52 @@ def cmd_report_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_cli(args, settings)
 
 
+# --- the audit log (docs/audit.md) -----------------------------------------------------------
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.audit_cli import cmd_audit as run_audit
+
+    return run_audit(args, settings)
+
+
+def _timestamp(text: str) -> datetime:
+    """An ISO 8601 timestamp with a UTC offset (naive times are bad usage)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 timestamp") from None
+    if value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (e.g. 2026-11-01T00:00Z)")
+    return value
+
+
+def _add_audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="prove the audit log: verify, checkpoint, retention, "
+                                         "user trail, chaining cost")
+    actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="walk every hash chain; exit 1 on a break")
+    verify.add_argument("--since", type=_timestamp, default=None, metavar="TIMESTAMP",
+                        help="only rows created at or after this time (with offset)")
+    verify.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                        help="also check a signed checkpoint (FINPASS_AUDIT_CHECKPOINT_KEY)")
+    checkpoint = actions.add_parser("checkpoint", help="export the chain heads, HMAC-signed")
+    checkpoint.add_argument("--out", type=Path, default=None, metavar="FILE",
+                            help="default: stdout")
+    retention = actions.add_parser("retention", help="drop the oldest partitions whose rows "
+                                                     "are all past their retention_days")
+    retention.add_argument("--dry-run", action="store_true", help="only list what would go")
+    user = actions.add_parser("user", help="a DID's whole audit trail across pseudonym keys")
+    user.add_argument("did", metavar="DID")
+    user.add_argument("--format", choices=["table", "json"], default="table")
+    bench = actions.add_parser("bench", help="consumer throughput with chaining on vs off")
+    bench.add_argument("--events", type=_positive, default=50_000)
+    bench.add_argument("--users", type=_positive, default=2_000)
+    bench.add_argument("--seed", type=int, default=42)
+    bench.add_argument("--rounds", type=_positive, default=1,
+                       help="off/on pairs; the best of each is reported")
+    audit.set_defaults(handler=cmd_audit)
+
+
 # --- argument parsing ------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
@@ -263,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--latency-seconds", type=float, default=15.0)
     bench.add_argument("--naive-sample", type=_positive, default=10_000,
                        help="events for the naive baseline (it is slow)")
+    bench.add_argument("--consumers", type=_positive, default=1,
+                       help="consumer processes in the group for (c)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--keep", action="store_true", help="keep the bench databases")
     bench.set_defaults(handler=cmd_bench)
@@ -304,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = schema_sub.add_parser("export", help="write one schema file per event type")
     export.add_argument("directory")
     export.set_defaults(handler=cmd_schema)
+    _add_audit_parser(sub)
 
     return parser
 

@@ -39,13 +39,17 @@ def is_rejection(error: BaseException) -> bool:
     return False
 
 
-async def create_pool(dsn: str, stop: asyncio.Event | None = None, **kwargs: Any
-                      ) -> asyncpg.Pool:
+async def create_pool(dsn: str, stop: asyncio.Event | None = None, *, role: str | None = None,
+                      **kwargs: Any) -> asyncpg.Pool:
     """A pool, retrying with backoff while the server is down (logged); raises when `stop` is set.
 
-    A malformed DSN is rejected by settings validation before we get here.
+    A malformed DSN is rejected by settings validation before we get here. `role`
+    (FINPASS_DATABASE_ROLE) is set at connection startup, so every connection of the pool works
+    as that role (`SET ROLE`), also after the pool's RESET ALL between uses.
     """
     delay = 0.5
+    if role:
+        kwargs["server_settings"] = {**kwargs.get("server_settings", {}), "role": role}
     while True:
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(

@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = Field(default="info", pattern="^(?i)(debug|info|warning|error)$")
 
+    # The audit log you can prove (docs/audit.md).
+    database_role: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+    """When set, every pipeline connection runs as this role (e.g. `finpass_writer`)."""
+    audit_chain: bool = True
+    """Hash-chain the audit rows; false writes them with NULL chain columns (to measure)."""
+    audit_hash_keys: SecretStr | None = None
+    """Older pseudonym keys, `id1:secret1,id2:secret2`, kept for `audit user` look-ups."""
+    audit_checkpoint_key: SecretStr | None = None
+    """HMAC-SHA-256 key that signs `audit checkpoint` files."""
+
+    @field_validator("database_role", mode="before")
+    @classmethod
+    def _empty_role_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
     def _dsn_is_postgres(cls, value: str) -> str:
@@ -88,6 +103,37 @@ class Settings(BaseSettings):
         raise ConfigError(
             "FINPASS_AUDIT_HASH_KEY is not set (required unless FINPASS_DEV_MODE=true)"
         )
+
+
+    def hash_keys(self) -> dict[str, bytes]:
+        """Every pseudonym key by id: `FINPASS_AUDIT_HASH_KEYS` plus the current key.
+
+        Raises `ConfigError` (never echoing a secret) on a malformed list or when an id is given
+        two different secrets.
+        """
+        keys: dict[str, bytes] = {}
+        raw = self.audit_hash_keys.get_secret_value() if self.audit_hash_keys else ""
+        for n, item in enumerate((i.strip() for i in raw.split(",") if i.strip()), start=1):
+            key_id, sep, secret = item.partition(":")
+            key_id = key_id.strip()
+            if not sep or not key_id or not secret or len(key_id) > 32:
+                raise ConfigError(f"FINPASS_AUDIT_HASH_KEYS: entry {n} is not id:secret "
+                                  "(comma-separated, id at most 32 characters)")
+            if keys.get(key_id, secret.encode()) != secret.encode():
+                raise ConfigError(f"FINPASS_AUDIT_HASH_KEYS: key id {key_id!r} has two secrets")
+            keys[key_id] = secret.encode()
+        current = self.hash_key()
+        if keys.get(self.audit_hash_key_id, current) != current:
+            raise ConfigError(f"FINPASS_AUDIT_HASH_KEYS gives key id {self.audit_hash_key_id!r} "
+                              "a different secret than FINPASS_AUDIT_HASH_KEY")
+        keys[self.audit_hash_key_id] = current
+        return keys
+
+    def checkpoint_key(self) -> bytes:
+        """The key that signs audit checkpoints; a missing key is a configuration error."""
+        if self.audit_checkpoint_key is not None and self.audit_checkpoint_key.get_secret_value():
+            return self.audit_checkpoint_key.get_secret_value().encode()
+        raise ConfigError("FINPASS_AUDIT_CHECKPOINT_KEY is not set (it signs audit checkpoints)")
 
 
 class ConfigError(Exception):

@@ -19,7 +19,7 @@ class Expected:
 
 def payments_stream(users: int = 2_000, payments: int = 4_000, logins: int = 3_000,
                     seed: int = 7) -> Expected:
-    """users × (registered, seen) + payments × (initiated, authorized, captured[, refunded])
+    """users x (registered, seen) + payments x (initiated, authorized, captured[, refunded])
     + logins. Every event applies with outcome SUCCESS, so audit rows == events."""
     ns = uuid.UUID(int=seed)
     out = Expected()

@@ -97,7 +97,7 @@ async def test_user_lifecycle_rows_and_audit(settings: Settings) -> None:
 
 
 async def test_credential_lifecycle(settings: Settings) -> None:
-    """credential.issued inserts credentials + credential_status; revoke/suspend/reinstate/expire."""
+    """credential.issued inserts credentials + status; revoke, suspend, reinstate, expire."""
     did = "did:example:bob"
     c1, c2, c3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     events = [
