@@ -190,30 +190,32 @@ class LocalKafka:
         libs = ensure_jars()
         config = self._configure()
         self._format(libs, config)
-        stdout = (self.root / "stdout.log").open("wb")
-        process = subprocess.Popen(  # noqa: S603  (fixed argv)
-            self._java_command(libs, "kafka.Kafka", str(config), heap="512m"),
-            stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # survives the CLI that started it; stopped by pid
+        # Launched through a shell that backgrounds it and reports its pid: the broker outlives
+        # this process (stopped later by that recorded pid) and no Popen object is left behind.
+        launched = subprocess.run(  # noqa: S603  (fixed argv)
+            ["/bin/sh", "-c", 'nohup "$@" >"$FINPASS_KAFKA_STDOUT" 2>&1 </dev/null & echo $!',
+             "sh", *self._java_command(libs, "kafka.Kafka", str(config), heap="512m")],
+            env={**os.environ, "FINPASS_KAFKA_STDOUT": str(self.root / "stdout.log")},
+            capture_output=True, text=True, check=True, start_new_session=True,
         )
-        stdout.close()
-        self.pid_file.write_text(f"{process.pid}\n")
-        self._wait_ready(process)
-        return f"Kafka up ({self.bootstrap}, pid {process.pid}; log {self.log})"
+        pid = int(launched.stdout.strip())
+        self.pid_file.write_text(f"{pid}\n")
+        self._wait_ready(pid)
+        return f"Kafka up ({self.bootstrap}, pid {pid}; log {self.log})"
 
-    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+    def _wait_ready(self, pid: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            if not pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise DevStackError(
-                    f"Kafka broker exited with code {process.returncode} while starting; "
-                    f"last lines of {self.log}:\n{tail(self.log)}\n{tail(self.root / 'stdout.log')}"
+                    f"Kafka broker (pid {pid}) exited while starting; last lines of {self.log}:"
+                    f"\n{tail(self.log)}\n{tail(self.root / 'stdout.log')}"
                 )
             if self._log_says_ready() and port_open(HOST, PORT):
                 return
             time.sleep(0.25)
-        terminate(process.pid)
+        terminate(pid)
         self.pid_file.unlink(missing_ok=True)
         raise DevStackError(
             f"Kafka broker not ready after {START_TIMEOUT_S:.0f}s; last lines of {self.log}:\n"
