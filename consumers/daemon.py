@@ -119,7 +119,8 @@ class ConsumerDaemon:
                 bootstrap_servers=s.bootstrap_servers, group_id=s.consumer_group,
                 client_id=f"finpass-consumer-{s.consumer_group}", enable_auto_commit=False,
                 auto_offset_reset="earliest", fetch_max_wait_ms=100,
-                max_partition_fetch_bytes=1_048_576, session_timeout_ms=10_000,
+                max_partition_fetch_bytes=262_144, fetch_max_bytes=8_388_608,
+                session_timeout_ms=10_000,
                 heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
             )
             producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
