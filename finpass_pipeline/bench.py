@@ -55,6 +55,7 @@ class BenchResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     consumer_peak_rss_mb: float = 0.0
     consumers: int = 1
+    prefilled_audit_rows: int = 0
 
     @property
     def vs_ceiling(self) -> float:
@@ -78,8 +79,9 @@ def _with_db(dsn: str, name: str) -> str:
 class Bench:
     def __init__(self, settings: Settings, events: int, users: int, seed: int,
                  latency_rate: float, latency_seconds: float, naive_sample: int,
-                 say: Any, consumers: int = 1) -> None:
+                 say: Any, consumers: int = 1, prefill_audit: int = 0) -> None:
         self.consumers = consumers
+        self.prefill_audit = prefill_audit
         self.base = settings
         self.n = events
         self.users = users
@@ -321,6 +323,14 @@ class Bench:
         r.kafka_ceiling_eps = await self.kafka_ceiling(pipe)
         self.say("(a) database ceiling: COPY the same rows")
         r.db_ceiling_eps = await self.db_ceiling(messages)
+        if self.prefill_audit:
+            from finpass_pipeline.datagen import Sizes, generate
+
+            self.say(f"prefilling audit_events with {self.prefill_audit:,} rows (datagen)")
+            await generate(pipe.database_url, Sizes(users=1_000, credentials=0, payments=0,
+                                                    audit=self.prefill_audit),
+                           b"bench-prefill", "p1", seed=self.seed)
+            r.prefilled_audit_rows = self.prefill_audit
         self.say("(c) pipeline end to end")
         r.pipeline_eps, r.pipeline_eps_with_startup, r.consumer_peak_rss_mb = (
             await self.pipeline(pipe))
@@ -356,6 +366,7 @@ def render(r: BenchResult) -> str:
         f"(a) database ceiling (COPY)      {r.db_ceiling_eps:>10,.0f} events/s",
         f"(b) Kafka ceiling (consume only) {r.kafka_ceiling_eps:>10,.0f} events/s",
         f"(c) pipeline, {r.consumers} process(es)      {r.pipeline_eps:>10,.0f} events/s "
+        f"[audit_events prefilled: {r.prefilled_audit_rows:,}] "
         f"({r.pipeline_eps_with_startup:,.0f}/s including process start and group join)",
         f"(d) naive, 1 txn per event       {r.naive_eps:>10,.0f} events/s "
         f"(first {r.naive_sample:,} events)",

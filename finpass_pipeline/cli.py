@@ -142,7 +142,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             print(line, file=sys.stderr, flush=True)
 
     bench = Bench(settings, args.events, args.users, args.seed, args.rate, args.latency_seconds,
-                  args.naive_sample, say, consumers=args.consumers)
+                  args.naive_sample, say, consumers=args.consumers,
+                  prefill_audit=args.prefill_audit)
     try:
         result = asyncio.run(bench.run())
     finally:
@@ -312,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="events for the naive baseline (it is slow)")
     bench.add_argument("--consumers", type=_positive, default=1,
                        help="consumer processes in the group for (c)")
+    bench.add_argument("--prefill-audit", type=int, default=0, metavar="N",
+                       help="load N audit rows before (c), to see how cost grows")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--keep", action="store_true", help="keep the bench databases")
     bench.set_defaults(handler=cmd_bench)
