@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from finpass_pipeline.settings import Settings
@@ -80,24 +79,10 @@ class _Bench:
         self.prefix = f"abench{self.stamp}."
 
     async def produce(self, messages: list[tuple[str, bytes, bytes]]) -> None:
-        from finpass_pipeline.kafka import ensure_topics
+        from finpass_pipeline.bench import produce_messages
 
-        s = self.base.model_copy(update={"topic_prefix": self.prefix})
-        await ensure_topics(s)
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
-                                    enable_idempotence=True, linger_ms=20,
-                                    max_batch_size=256 * 1024)
-        await producer.start()
-        try:
-            pending = []
-            for suffix, key, value in messages:
-                pending.append(await producer.send(s.topic(suffix), key=key, value=value))
-                if len(pending) >= 20_000:
-                    await asyncio.gather(*pending)
-                    pending.clear()
-            await asyncio.gather(*pending)
-        finally:
-            await producer.stop()
+        await produce_messages(self.base.model_copy(update={"topic_prefix": self.prefix}),
+                               messages)
 
     async def consume(self, name: str, chained: bool, n: int) -> tuple[float, float]:
         """Events/s of one run into a fresh database; and verify's rows/s when chained."""

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from finpass_pipeline.apply import Applier, BatchState, Incoming
@@ -115,12 +116,21 @@ class Bench:
         return s
 
     async def cleanup(self) -> None:
+        """Drop the run's databases and delete its topics."""
         admin = await asyncpg.connect(self.base.database_url)
         try:
             for db in self.databases:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         finally:
             await admin.close()
+        kafka = AIOKafkaAdminClient(bootstrap_servers=self.base.bootstrap_servers)
+        await kafka.start()
+        try:
+            mine = [t for t in await kafka.list_topics() if t.startswith(f"bench{self.stamp}")]
+            if mine:
+                await kafka.delete_topics(mine)
+        finally:
+            await kafka.close()
 
     def _messages(self) -> list[tuple[str, bytes, bytes]]:
         from producers.demo_stream import demo_events
@@ -128,25 +138,6 @@ class Bench:
         start = datetime.now(UTC) - timedelta(days=30)
         return [(topic_suffix(e.event_type), message_key(e), serialize_event(e))
                 for e in demo_events(self.n, self.users, self.seed, start)]
-
-    async def _produce(self, s: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
-        await ensure_topics(s)
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
-                                    enable_idempotence=True, linger_ms=20,
-                                    max_batch_size=256 * 1024)
-        await producer.start()
-        t0 = time.monotonic()
-        try:
-            pending = []
-            for suffix, key, value in messages:
-                pending.append(await producer.send(s.topic(suffix), key=key, value=value))
-                if len(pending) >= 20_000:
-                    await asyncio.gather(*pending)
-                    pending.clear()
-            await asyncio.gather(*pending)
-        finally:
-            await producer.stop()
-        return len(messages) / (time.monotonic() - t0)
 
     # --- (a) database ceiling --------------------------------------------------------------
 
@@ -318,7 +309,7 @@ class Bench:
         messages = self._messages()
         pipe = await self._fresh("pipeline")
         self.say("producing them to fresh topics")
-        r.produce_eps = await self._produce(pipe, messages)
+        r.produce_eps = await produce_messages(pipe, messages)
         self.say("(b) Kafka ceiling: consume and discard")
         r.kafka_ceiling_eps = await self.kafka_ceiling(pipe)
         self.say("(a) database ceiling: COPY the same rows")
@@ -341,6 +332,27 @@ class Bench:
         r.latency_rate = self.latency_rate
         r.latency_ms = await self.latency()
         return r
+
+
+async def produce_messages(s: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
+    """Create the topics and publish (topic suffix, key, value) triples, pipelined; events/s."""
+    await ensure_topics(s)
+    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
+                                enable_idempotence=True, linger_ms=20,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    t0 = time.monotonic()
+    try:
+        pending = []
+        for suffix, key, value in messages:
+            pending.append(await producer.send(s.topic(suffix), key=key, value=value))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return len(messages) / (time.monotonic() - t0)
 
 
 def _peak_rss_kb(pid: int) -> float:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.services import Services, discover_services
 
@@ -47,9 +48,23 @@ async def fresh_db(services: Services) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """A topic prefix no other test uses, so topics start empty."""
-    return f"t{uuid.uuid4().hex[:12]}."
+async def topic_prefix(services: Services) -> AsyncIterator[str]:
+    """A topic prefix no other test uses, so topics start empty; its topics are deleted after."""
+    prefix = f"t{uuid.uuid4().hex[:12]}."
+    yield prefix
+    await delete_topics(services.kafka_bootstrap_servers, prefix)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic under `prefix`, so the shared broker does not accumulate them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
