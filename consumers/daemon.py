@@ -26,7 +26,12 @@ from finpass_pipeline.apply import Applier
 from finpass_pipeline.audit import Pseudonymizer
 from finpass_pipeline.audit_chain import PARTITIONS_AHEAD, AuditWriter
 from finpass_pipeline.db import create_pool, is_rejection, is_transient, schema_ready
-from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics
+from finpass_pipeline.kafka import (
+    DEAD_LETTER_TOPIC,
+    DOMAIN_TOPICS,
+    domain_topics,
+    ensure_topics,
+)
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
 from finpass_pipeline.settings import Settings
 from finpass_pipeline.store import BatchResult, DeadLetter, Store
@@ -111,6 +116,23 @@ class ConsumerDaemon:
             finally:
                 await pool.close()
 
+    async def _ensure_topics(self, stop: asyncio.Event) -> None:
+        """Create missing contract topics (the dead-letter one above all) before consuming.
+
+        Best effort, once the broker answers: a broker that refuses creation (no rights) leaves
+        it to the operator's `finpass-pipeline topics`.
+        """
+        if stop.is_set():
+            return
+        try:
+            created = await ensure_topics(self.settings)
+        except KafkaError as e:
+            log.warning("topics_not_ensured", error=str(e) or type(e).__name__,
+                        hint="run `finpass-pipeline topics` with rights to create topics")
+            return
+        if any(created.values()):
+            log.info("topics_created", topics=[t for t, new in created.items() if new])
+
     async def _start_kafka(self, stop: asyncio.Event) -> None:
         s = self.settings
         delay = 0.5
@@ -139,6 +161,7 @@ class ConsumerDaemon:
                     pass
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
+            await self._ensure_topics(stop)
             consumer.subscribe(domain_topics(s), listener=_Rebalance(self))
             self.consumer, self.producer = consumer, producer
             log.info("consumer_started", group=s.consumer_group, topics=domain_topics(s))

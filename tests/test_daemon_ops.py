@@ -121,3 +121,25 @@ async def test_database_offsets_win_over_kafka_committed_offsets(settings: Setti
     assert [r["status"] for r in rows] == ["CAPTURED"]
     outcomes = await fetch(settings.database_url, "SELECT outcome FROM audit_events")
     assert sorted(r["outcome"] for r in outcomes) == ["SUCCESS"] * 3
+
+
+async def test_daemon_creates_missing_topics(fresh_db: str, bootstrap: str,
+                                             topic_prefix: str) -> None:
+    """Started before `finpass-pipeline topics`, the daemon creates the contract's topics
+    (dead-letter included) and works."""
+    from finpass_pipeline.kafka import all_topics, topic_partitions
+    from finpass_pipeline.migrations import migrate
+
+    s = make_settings(fresh_db, bootstrap, topic_prefix)
+    await migrate(s.database_url)
+    async with running_daemon(s):
+        async def created() -> bool:
+            found = await topic_partitions(s, all_topics(s))
+            return all(found.get(t) for t in all_topics(s))
+
+        await wait_for(created, 30, "the five topics")
+        await send_raw(s, [("payments", b"k", b"oops")])
+        await send_events(s, [initiated(uuid.uuid4())])
+        await wait_caught_up(s, 2)
+    dead = await fetch(s.database_url, "SELECT reason FROM dead_letter_events")
+    assert len(dead) == 1

@@ -52,7 +52,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
+# On, as in Kafka's default: a producer that starts before `finpass-pipeline topics` still works
+# (auto-created topics get num.partitions=6). Production creates topics with `topics`.
+auto.create.topics.enable=true
 delete.topic.enable=true
 # Room above the pipeline's 1 MiB event limit, so an oversize event reaches the dead-letter path.
 message.max.bytes=2097152
