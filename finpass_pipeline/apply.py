@@ -362,6 +362,14 @@ class Applier:
 
     # --- audit -----------------------------------------------------------------------------
 
+    def _details_json(self, details: dict[str, Any]) -> str | None:
+        """`details` as JSON with any DID replaced by its pseudonym. The substring test is the
+        fast path: the recursive scrub runs only when a DID-looking string is present."""
+        text = to_json(details)
+        if text is not None and '"did:' in text:
+            text = to_json(self.pz.scrub(details))
+        return text
+
     def _audit_row(self, e: Any, effect: _Effect) -> AuditRow:
         actor = e.actor
         session = getattr(e.data, "session_id", None) or (actor.session_id if actor else None)
@@ -379,7 +387,7 @@ class Applier:
             user_agent=actor.user_agent if actor else None, tenant_id=e.tenant_id,
             resource_id=effect.resource_id, resource_type=effect.resource_type,
             action=ACTIONS[e.event_type], outcome=effect.outcome, severity=effect.severity,
-            description=effect.description, details=to_json(self.pz.scrub(details)),
+            description=effect.description, details=self._details_json(details),
             previous_values=to_json(effect.previous), new_values=to_json(effect.new),
             performed_by=self.pz.maybe(actor.did if actor else None),
             performed_by_role=actor.role if actor else None, source_system=e.source_system,
