@@ -366,7 +366,7 @@ class Applier:
         """`details` as JSON with any DID replaced by its pseudonym. The substring test is the
         fast path: the recursive scrub runs only when a DID-looking string is present."""
         text = to_json(details)
-        if text is not None and '"did:' in text:
+        if text is not None and "did:" in text:
             text = to_json(self.pz.scrub(details))
         return text
 
@@ -379,22 +379,23 @@ class Applier:
             details["extra"] = extra
         if e.causation_id:
             details["causation_id"] = str(e.causation_id)
+        clean = self.pz.scrub_text  # free text from the event may mention a DID
         return AuditRow(
             # One audit row per event: the event id is a natural, replay-stable row id.
             id=e.event_id, event_type=audit_event_type(e.event_type),
-            user_id_hash=self.pz.maybe(effect.subject_did), session_id=session,
+            user_id_hash=self.pz.maybe(effect.subject_did), session_id=clean(session),
             ip_address=actor.ip_address if actor else None,
-            user_agent=actor.user_agent if actor else None, tenant_id=e.tenant_id,
-            resource_id=effect.resource_id, resource_type=effect.resource_type,
+            user_agent=clean(actor.user_agent) if actor else None, tenant_id=clean(e.tenant_id),
+            resource_id=clean(effect.resource_id), resource_type=effect.resource_type,
             action=ACTIONS[e.event_type], outcome=effect.outcome, severity=effect.severity,
-            description=effect.description, details=self._details_json(details),
+            description=clean(effect.description), details=self._details_json(details),
             previous_values=to_json(effect.previous), new_values=to_json(effect.new),
             performed_by=self.pz.maybe(actor.did if actor else None),
-            performed_by_role=actor.role if actor else None, source_system=e.source_system,
-            correlation_id=e.correlation_id, request_id=None, error_code=effect.error_code,
-            error_message=effect.error_message,
-            geolocation=actor.geolocation if actor else None,
-            device_fingerprint=actor.device_fingerprint if actor else None,
+            performed_by_role=clean(actor.role) if actor else None,
+            source_system=e.source_system, correlation_id=e.correlation_id, request_id=None,
+            error_code=effect.error_code, error_message=clean(effect.error_message),
+            geolocation=clean(actor.geolocation) if actor else None,
+            device_fingerprint=clean(actor.device_fingerprint) if actor else None,
             retention_days=(RETENTION_DAYS_SECURITY if e.event_type.startswith("auth.")
                             else RETENTION_DAYS_DEFAULT),
             event_id=e.event_id, occurred_at=e.occurred_at, hash_key_id=self.pz.key_id,

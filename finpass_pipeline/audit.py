@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import operator
+import re
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -22,6 +23,10 @@ import pydantic_core
 # seven years (typical AML / PSD2 record-keeping). `audit retention` honours the per-row value.
 RETENTION_DAYS_DEFAULT = 2555
 RETENTION_DAYS_SECURITY = 365
+
+
+# A DID per W3C DID Core: "did:" method ":" method-specific-id (colon-separated segments).
+DID_PATTERN = re.compile(r"did:[a-z0-9]+:(?:[A-Za-z0-9._%-]*:)*[A-Za-z0-9._%-]+")
 
 
 class Pseudonymizer:
@@ -38,10 +43,17 @@ class Pseudonymizer:
     def maybe(self, did: str | None) -> str | None:
         return self.hash(did) if did else None
 
+    def scrub_text(self, text: str | None) -> str | None:
+        """`text` with every DID in it (W3C syntax `did:method:id`) replaced by `hmac:<pseudonym>`:
+        free text such as a reason or an unknown field may mention one."""
+        if text is None or "did:" not in text:
+            return text
+        return DID_PATTERN.sub(lambda m: f"hmac:{self.hash(m.group())}", text)
+
     def scrub(self, value: Any) -> Any:
-        """Replace any string that looks like a DID inside `value` by its pseudonym."""
+        """Replace every DID inside `value` (strings, nested dicts and lists) by its pseudonym."""
         if isinstance(value, str):
-            return f"hmac:{self.hash(value)}" if value.startswith("did:") else value
+            return self.scrub_text(value)
         if isinstance(value, dict):
             return {k: self.scrub(v) for k, v in value.items()}
         if isinstance(value, list):
