@@ -88,6 +88,7 @@ class _Bench:
         """Events/s of one run into a fresh database; and verify's rows/s when chained."""
         from consumers.daemon import ConsumerDaemon
         from finpass_pipeline.audit_verify import verify
+        from finpass_pipeline.bench import wait_committed
         from finpass_pipeline.migrations import migrate
 
         db = f"abench_{self.stamp}_{name}"
@@ -107,20 +108,12 @@ class _Bench:
             stop = asyncio.Event()
             task = asyncio.create_task(ConsumerDaemon(s).run(stop))
             conn = await asyncpg.connect(s.database_url)
-            first: tuple[float, int] | None = None
             try:
-                while True:
-                    done = int(await conn.fetchval(
-                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
-                    now = time.monotonic()
-                    if done and first is None:
-                        first = (now, done)
-                    if done >= n:
-                        break
+                def check() -> None:
                     if task.done():
                         raise RuntimeError(f"the consumer exited with code {task.result()}")
-                    await asyncio.sleep(0.05)
-                eps = (n - first[1]) / max(now - first[0], 1e-9) if first else 0.0
+
+                eps, _ = await wait_committed(conn, n, check)
                 verify_rate = 0.0
                 if chained:
                     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -211,22 +212,14 @@ class Bench:
             sys.executable, "-m", "finpass_pipeline.cli", "consume", env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL) for _ in range(self.consumers)]
-        first: tuple[float, int] | None = None
+        def check() -> None:
+            for proc in procs:
+                if proc.returncode is not None:
+                    raise RuntimeError(f"a consumer exited with code {proc.returncode}")
+
         conn = await asyncpg.connect(s.database_url)
         try:
-            while True:
-                done = int(await conn.fetchval(
-                    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
-                now = time.monotonic()
-                if done and first is None:
-                    first = (now, done)
-                if done >= self.n:
-                    break
-                for proc in procs:
-                    if proc.returncode is not None:
-                        raise RuntimeError(f"a consumer exited with code {proc.returncode}")
-                self.say(f"  pipeline: {done:,}/{self.n:,}")
-                await asyncio.sleep(0.2)
+            steady, end = await wait_committed(conn, self.n, check, self.say, interval=0.2)
         finally:
             await conn.close()
             rss_kb = max(_peak_rss_kb(proc.pid) for proc in procs)
@@ -235,9 +228,7 @@ class Bench:
                     proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 await asyncio.wait_for(proc.wait(), timeout=60)
-        assert first is not None  # noqa: S101
-        steady = (self.n - first[1]) / max(now - first[0], 1e-9)
-        return steady, self.n / (now - started), rss_kb / 1024
+        return steady, self.n / (end - started), rss_kb / 1024
 
     # --- (d) naive baseline ----------------------------------------------------------------
 
@@ -338,6 +329,27 @@ class Bench:
         r.latency_rate = self.latency_rate
         r.latency_ms = await self.latency()
         return r
+
+
+async def wait_committed(conn: asyncpg.Connection, n: int, check: Callable[[], None],
+                         say: Callable[[str], None] | None = None, interval: float = 0.05
+                         ) -> tuple[float, float]:
+    """Poll the stored offsets until `n` messages are committed; `check` raises if a consumer
+    died. Returns (events/s from the first commit on, the time the last one was seen)."""
+    first: tuple[float, int] | None = None
+    while True:
+        done = int(await conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
+        now = time.monotonic()
+        if done and first is None:
+            first = (now, done)
+        if done >= n:
+            assert first is not None  # noqa: S101  (done > 0 here)
+            return (n - first[1]) / max(now - first[0], 1e-9), now
+        check()
+        if say is not None:
+            say(f"  pipeline: {done:,}/{n:,}")
+        await asyncio.sleep(interval)
 
 
 async def produce_messages(s: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.pipeline_support import scratch_database
 from tests.services import Services, discover_services
 
 
@@ -25,26 +24,11 @@ def services() -> Iterator[Services]:
         yield found
 
 
-def _with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
 @pytest.fixture
 async def fresh_db(services: Services) -> AsyncIterator[str]:
     """DSN of a brand-new, empty database; dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _with_database(services.database_url, name)
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(services.database_url) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from finpass_pipeline.devstack import DevStack
@@ -23,6 +22,7 @@ from tests.pipeline_support import (
     fetch,
     make_settings,
     prepare,
+    scratch_database,
     send_events,
     wait_caught_up,
     wait_for,
@@ -254,12 +254,9 @@ async def test_replay_from_zero_gives_identical_tables(
     assert proc.terminate() == 0
     first = await checksums(settings.database_url)
 
-    replay_db = f"t_{uuid.uuid4().hex[:16]}"
-    await execute_admin(services.database_url, f'CREATE DATABASE "{replay_db}"')
-    try:
+    async with scratch_database(services.database_url) as replay_dsn:
         replay = settings.model_copy(update={
-            "database_url": settings.database_url.rsplit("/", 1)[0] + "/" + replay_db,
-            "consumer_group": settings.consumer_group + "-replay"})
+            "database_url": replay_dsn, "consumer_group": settings.consumer_group + "-replay"})
         await prepare(replay)
         again = ConsumerProcess(replay, tmp_path / "replay.log")
         processes.append(again)
@@ -267,14 +264,3 @@ async def test_replay_from_zero_gives_identical_tables(
         assert again.terminate() == 0
         assert await checksums(replay.database_url) == first
         assert all(first.values())
-    finally:
-        await execute_admin(services.database_url,
-                            f'DROP DATABASE IF EXISTS "{replay_db}" WITH (FORCE)')
-
-
-async def execute_admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()

@@ -21,8 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -32,6 +31,7 @@ from finpass_pipeline.datagen import DatagenError, Sizes, generate
 from finpass_pipeline.migrations import SCHEMA_DIR, migrate, rollback
 from finpass_pipeline.report_defs import BY_NAME, REPORTS, resolve
 from finpass_pipeline.reports import connect, fetch
+from tests.pipeline_support import scratch_database
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -148,25 +148,14 @@ async def seeded_db(services: Services) -> AsyncIterator[str]:
     Shared by the tests (they only read, or write what is rebuilt identically: the rollup), so
     the module stays fast; dropped at the end.
     """
-    name = f"t_{uuid4().hex[:16]}"
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = urlunsplit(urlsplit(services.database_url)._replace(path="/" + name))
-    await migrate(dsn)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await _seed(conn)
-    finally:
-        await conn.close()
-    yield dsn
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(services.database_url) as dsn:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await _seed(conn)
+        finally:
+            await conn.close()
+        yield dsn
 
 
 @pytest.fixture
