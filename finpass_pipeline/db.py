@@ -9,6 +9,8 @@ crash loudly; the restart resumes from the stored offsets).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import asyncpg
@@ -25,6 +27,12 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
                           asyncpg.exceptions.ConnectionDoesNotExistError)):
         return True
+    if isinstance(error, asyncpg.InternalClientError):
+        # The client's protocol state broke, typically a connection the server dropped mid-query
+        # (asyncpg can hand such a connection out again: MagicStack/asyncpg#784). Retrying on a
+        # fresh connection is safe: the transaction either committed (the event-id claim makes
+        # the retry a no-op) or rolled back.
+        return True
     if isinstance(error, asyncpg.PostgresError):
         state = getattr(error, "sqlstate", "") or ""
         return state[:2] in TRANSIENT_SQLSTATE_CLASSES
@@ -37,6 +45,23 @@ def is_rejection(error: BaseException) -> bool:
         state = getattr(error, "sqlstate", "") or ""
         return state[:2] in ("22", "23")
     return False
+
+
+@asynccontextmanager
+async def checked_out(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection that is closed, not returned to the pool, when work on it fails for
+    any reason but the database refusing the data: its protocol state is then unknown, and a
+    half-failed connection handed out again fails the next batch (seen after a server restart).
+    """
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except BaseException as e:
+            if not is_rejection(e):
+                # A connection the server closed has already gone back to the pool, closed.
+                with suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            raise
 
 
 async def create_pool(dsn: str, stop: asyncio.Event | None = None, *, role: str | None = None,

@@ -22,6 +22,7 @@ import asyncpg
 
 from finpass_pipeline.apply import Applier, BatchState, Incoming, Subject, subjects_of
 from finpass_pipeline.audit_chain import AuditWriter
+from finpass_pipeline.db import checked_out
 from finpass_pipeline.events import parse_event
 from finpass_pipeline.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
 
@@ -82,19 +83,20 @@ class Store:
     async def load_progress(self, partitions: Iterable[TopicPartition]
                             ) -> dict[TopicPartition, PartitionProgress]:
         parts = list(partitions)
-        rows = await self.pool.fetch(
-            "SELECT topic, kafka_partition, next_offset, consecutive_dead_letters "
-            "FROM consumer_offsets WHERE consumer_group = $1 AND (topic, kafka_partition) IN "
-            "(SELECT * FROM unnest($2::text[], $3::int[]))",
-            self.group, [t for t, _ in parts], [p for _, p in parts],
-        )
+        async with checked_out(self.pool) as conn:
+            rows = await conn.fetch(
+                "SELECT topic, kafka_partition, next_offset, consecutive_dead_letters "
+                "FROM consumer_offsets WHERE consumer_group = $1 AND (topic, kafka_partition) IN "
+                "(SELECT * FROM unnest($2::text[], $3::int[]))",
+                self.group, [t for t, _ in parts], [p for _, p in parts],
+            )
         return {(r["topic"], r["kafka_partition"]):
                 PartitionProgress(r["next_offset"], r["consecutive_dead_letters"]) for r in rows}
 
     async def commit_batch(self, events: Sequence[Incoming], dead: Sequence[DeadLetter],
                            progress: dict[TopicPartition, PartitionProgress]) -> BatchResult:
         """Apply `events`, record `dead`, store `progress`: all or nothing."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with checked_out(self.pool) as conn, conn.transaction():
             result = await self._apply(conn, events)
             if dead:
                 await self._insert_dead_letters(conn, dead)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from finpass_pipeline.devstack import DevStack
@@ -52,6 +53,7 @@ class ConsumerProcess:
     """A real `finpass-pipeline consume` process, stopped by the pid we started."""
 
     def __init__(self, s: Settings, log: Path) -> None:
+        self.path = log
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "finpass_pipeline.cli", "consume"], env=consumer_env(s),
@@ -66,10 +68,17 @@ class ConsumerProcess:
         return self.proc.wait(timeout=timeout)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        code = self.proc.poll()
+        if code is None:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        # Printed at teardown, so pytest shows it only when the test failed: how the process
+        # ended and what it said last.
+        lines = self.path.read_text(errors="replace").splitlines()
+        print(f"consumer pid {self.proc.pid}: "
+              f"{'still running' if code is None else f'exited {code}'}; {self.path} ends with:")
+        print("\n".join(lines[-40:]))
 
 
 @pytest.fixture
@@ -168,25 +177,64 @@ async def test_service_restart_during_load(service: str, settings: Settings,
                                            local_stack: DevStack,
                                            processes: list[ConsumerProcess],
                                            tmp_path: Path) -> None:
-    """PostgreSQL, or the Kafka broker, stops and starts mid-stream: the consumer survives,
-    retries, and finishes with exact tables."""
+    """PostgreSQL, or the Kafka broker, stops and starts three times mid-stream: the consumer
+    survives, retries, and finishes with exact tables.
+
+    Several restarts, because what breaks depends on where the restart lands: a PostgreSQL
+    restart during a batch once left asyncpg with a half-failed pooled connection that crashed
+    the next batch (fixed by `db.checked_out`).
+    """
     expected = payments_stream(users=1_000, payments=3_000, logins=1_000, seed=21)
     await send_events(settings, expected.events)
     proc = ConsumerProcess(settings, tmp_path / "consumer.log")
     processes.append(proc)
-
-    async def started() -> bool:
-        return await count(settings.database_url, "SELECT count(*) FROM processed_events") > 2000
-
-    await wait_for(started, 120, "first batches")
     restart = local_stack.postgres.restart if service == "postgres" else local_stack.kafka.restart
-    await asyncio.to_thread(restart)
+    for threshold in (1_500, 4_000, 6_500):
+
+        async def past(n: int = threshold) -> bool:
+            return await count(settings.database_url, "SELECT count(*) FROM processed_events") > n
+
+        await wait_for(past, 120, f"{threshold} events applied")
+        await asyncio.to_thread(restart)
     await wait_caught_up(settings, len(expected.events), timeout=240)
     assert proc.proc.poll() is None, f"the consumer must survive a {service} restart"
     assert proc.terminate() == 0
     await assert_exact(settings, expected)
     if service == "postgres":
         assert b"transient_failure" in (tmp_path / "consumer.log").read_bytes()
+
+
+async def test_server_terminating_connections_mid_stream(settings: Settings,
+                                                        processes: list[ConsumerProcess],
+                                                        tmp_path: Path) -> None:
+    """The server terminates the consumer's connections every 100 ms while it works through
+    the stream (what a PostgreSQL restart or failover does to a pool, without the downtime):
+    every batch is retried until it lands, and the tables are exact."""
+    expected = payments_stream(users=1_000, payments=3_000, logins=1_000, seed=27)
+    await send_events(settings, expected.events)
+    proc = ConsumerProcess(settings, tmp_path / "consumer.log")
+    processes.append(proc)
+    admin = await asyncpg.connect(settings.database_url)
+    terminated = 0
+    try:
+        async def done() -> bool:
+            nonlocal terminated
+            terminated += int(await admin.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            await asyncio.sleep(0.1)
+            n = await admin.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets "
+                                     "WHERE consumer_group = $1", settings.consumer_group)
+            return int(n) >= len(expected.events)
+
+        await wait_for(done, 240, "the stream applied under connection terminations")
+    finally:
+        await admin.close()
+    assert terminated >= 10
+    assert proc.proc.poll() is None, "the consumer must survive terminated connections"
+    assert proc.terminate() == 0
+    await assert_exact(settings, expected)
+    assert b"transient_failure" in (tmp_path / "consumer.log").read_bytes()
 
 
 async def test_three_consumers_one_killed_one_added(settings: Settings,
