@@ -17,8 +17,10 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from finpass_pipeline.audit import (
+    AUDIT_TEXT_WIDTHS,
     RETENTION_DAYS_DEFAULT,
     RETENTION_DAYS_SECURITY,
+    TRUNCATION_MARK,
     AuditRow,
     Pseudonymizer,
     to_json,
@@ -379,27 +381,51 @@ class Applier:
             details["extra"] = extra
         if e.causation_id:
             details["causation_id"] = str(e.causation_id)
-        clean = self.pz.scrub_text  # free text from the event may mention a DID
-        return AuditRow(
+        overflow: dict[str, str] = {}
+        scrub = self.pz.scrub_text
+
+        def fit(column: str, text: str | None) -> str | None:
+            """Free text from the event may mention a DID; its pseudonym is longer (`hmac:` and
+            64 hex), so text that fitted its column may no longer fit. The column keeps a
+            marked prefix, `details.full_text` the whole (pseudonymised) text: the event is
+            applied, nothing is lost, and the database never refuses the row."""
+            if text is None:
+                return None
+            clean = scrub(text)
+            width = AUDIT_TEXT_WIDTHS[column]
+            if len(clean) <= width:
+                return clean
+            overflow[column] = clean
+            return clean[:width - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+        row = AuditRow(
             # One audit row per event: the event id is a natural, replay-stable row id.
             id=e.event_id, event_type=audit_event_type(e.event_type),
-            user_id_hash=self.pz.maybe(effect.subject_did), session_id=clean(session),
+            user_id_hash=self.pz.maybe(effect.subject_did), session_id=fit("session_id", session),
             ip_address=actor.ip_address if actor else None,
-            user_agent=clean(actor.user_agent) if actor else None, tenant_id=clean(e.tenant_id),
-            resource_id=clean(effect.resource_id), resource_type=effect.resource_type,
+            user_agent=fit("user_agent", actor.user_agent) if actor else None,
+            tenant_id=fit("tenant_id", e.tenant_id),
+            resource_id=fit("resource_id", effect.resource_id),
+            resource_type=effect.resource_type,
             action=ACTIONS[e.event_type], outcome=effect.outcome, severity=effect.severity,
-            description=clean(effect.description), details=self._details_json(details),
+            description=fit("description", effect.description), details=None,
             previous_values=to_json(effect.previous), new_values=to_json(effect.new),
             performed_by=self.pz.maybe(actor.did if actor else None),
-            performed_by_role=clean(actor.role) if actor else None,
+            performed_by_role=fit("performed_by_role", actor.role) if actor else None,
             source_system=e.source_system, correlation_id=e.correlation_id, request_id=None,
-            error_code=effect.error_code, error_message=clean(effect.error_message),
-            geolocation=clean(actor.geolocation) if actor else None,
-            device_fingerprint=clean(actor.device_fingerprint) if actor else None,
+            error_code=effect.error_code,
+            error_message=fit("error_message", effect.error_message),
+            geolocation=fit("geolocation", actor.geolocation) if actor else None,
+            device_fingerprint=fit("device_fingerprint", actor.device_fingerprint)
+            if actor else None,
             retention_days=(RETENTION_DAYS_SECURITY if e.event_type.startswith("auth.")
                             else RETENTION_DAYS_DEFAULT),
             event_id=e.event_id, occurred_at=e.occurred_at, hash_key_id=self.pz.key_id,
         )
+        if overflow:
+            details["full_text"] = overflow
+        row.details = self._details_json(details)
+        return row
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 import pydantic_core
 
@@ -24,6 +24,14 @@ import pydantic_core
 RETENTION_DAYS_DEFAULT = 2555
 RETENTION_DAYS_SECURITY = 365
 
+# Widths of audit_events' free-text columns (V2), which text copied from an event must fit once
+# its DIDs are pseudonymised; the mark ends a shortened value (the whole is in details).
+AUDIT_TEXT_WIDTHS = {
+    "session_id": 255, "user_agent": 500, "tenant_id": 255, "resource_id": 255,
+    "description": 1000, "performed_by_role": 100, "error_message": 1000, "geolocation": 255,
+    "device_fingerprint": 255,
+}
+TRUNCATION_MARK = "…"
 
 # A DID per W3C DID Core: "did:" method ":" method-specific-id (colon-separated segments).
 DID_PATTERN = re.compile(r"did:[a-z0-9]+:(?:[A-Za-z0-9._%-]*:)*[A-Za-z0-9._%-]+")
@@ -43,6 +51,10 @@ class Pseudonymizer:
     def maybe(self, did: str | None) -> str | None:
         return self.hash(did) if did else None
 
+    @overload
+    def scrub_text(self, text: str) -> str: ...
+    @overload
+    def scrub_text(self, text: None) -> None: ...
     def scrub_text(self, text: str | None) -> str | None:
         """`text` with every DID in it (W3C syntax `did:method:id`) replaced by `hmac:<pseudonym>`:
         free text such as a reason or an unknown field may mention one."""

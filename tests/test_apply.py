@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from typing import Any
 
@@ -131,3 +132,27 @@ def test_audit_rows_never_hold_a_raw_did() -> None:
     for row in state.audit:
         assert "did:example" not in repr(row.record())
         assert row.user_id_hash == PZ.hash(did) and row.hash_key_id == "k9"
+
+
+def test_text_lengthened_by_pseudonyms_is_fitted_to_its_column_and_kept_whole() -> None:
+    """A session id at its 255-character limit naming DIDs grows when they become `hmac:<64
+    hex>`: the column gets a marked 255-character prefix, details.full_text the whole."""
+    did = "did:example:x"
+    session = (" ".join([did] * 18))[:255]
+    assert len(session) <= 255 and session.count(did) >= 17
+    state = run([registered(did, session_id=session)])
+    (row,) = state.audit
+    whole = PZ.scrub_text(session)
+    assert len(whole) > 255 and "did:" not in whole
+    assert row.session_id is not None and len(row.session_id) == 255
+    assert row.session_id == whole[:254] + "…"
+    assert json.loads(row.details or "{}")["full_text"] == {"session_id": whole}
+    assert "did:example" not in repr(row.record())
+
+
+def test_text_that_fits_is_not_marked() -> None:
+    did = "did:example:y"
+    state = run([registered(did, session_id=f"s-{did}")])
+    (row,) = state.audit
+    assert row.session_id == f"s-hmac:{PZ.hash(did)}"
+    assert row.details is None or "full_text" not in row.details

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 from finpass_pipeline.settings import Settings
 from tests.builders import T0, ev, initiated, issued, registered
 from tests.pipeline_support import (
+    count,
     fetch,
     make_settings,
     prepare,
@@ -211,6 +213,33 @@ async def test_late_subjects_are_parked_then_applied(settings: Settings) -> None
     assert (await fetch(settings.database_url, "SELECT count(*) AS n FROM parked_events"))[0][
         "n"] == 0
     assert len(await fetch(settings.database_url, "SELECT 1 FROM audit_events")) == 6
+
+
+async def test_parked_event_whose_pseudonymised_text_outgrows_its_column(
+        settings: Settings) -> None:
+    """A credential event parked before its user, whose actor's session id (at its 255
+    limit) names DIDs: once pseudonymised it no longer fits the column. When the user
+    arrives both apply; nothing is dead-lettered, the column holds a marked prefix and
+    details.full_text the whole text, and no raw DID is stored."""
+    did, c = "did:example:longtext", uuid.uuid4()
+    session = (" ".join([did] * 12))[:255]
+    early = issued(c, did, at=5, actor={"did": did, "session_id": session})
+    await send_events(settings, [early])
+    async with running_daemon(settings):
+        await wait_caught_up(settings, 1)
+        await send_events(settings, [registered(did, at=0)])
+        await wait_caught_up(settings, 2)
+    dsn = settings.database_url
+    assert await count(dsn, "SELECT count(*) FROM dead_letter_events") == 0
+    assert await count(dsn, "SELECT count(*) FROM parked_events") == 0
+    assert await count(dsn, "SELECT count(*) FROM credentials") == 1
+    row = await one(settings, "SELECT session_id, details FROM audit_events WHERE event_id = $1",
+                    early.event_id)
+    assert len(row["session_id"]) == 255 and row["session_id"].endswith("…")
+    whole = json.loads(row["details"])["full_text"]["session_id"]
+    assert whole.startswith(row["session_id"][:-1]) and len(whole) > 255
+    assert await count(dsn, "SELECT count(*) FROM audit_events "
+                            "WHERE concat_ws(' ', session_id, details) LIKE '%did:example%'") == 0
 
 
 async def test_poison_messages_dead_lettered_and_flow_continues(settings: Settings) -> None:
