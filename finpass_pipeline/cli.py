@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -188,6 +188,22 @@ def cmd_outbox_relay(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(relay_main(settings, dsn, batch_size=args.batch_size))
 
 
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.prune import run
+
+    return _run(run(settings, args.older_than, outbox=args.outbox, batch_size=args.batch_size,
+                    dry_run=args.dry_run, say=_say))
+
+
+def _window(text: str) -> timedelta:
+    from finpass_pipeline.prune import parse_window
+
+    try:
+        return parse_window(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 # --- analyst reports (docs/analyst.md) -------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -331,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--batch-size", type=_positive, default=500, help="rows per transaction")
     relay.set_defaults(handler=cmd_outbox_relay)
+    prune = sub.add_parser(
+        "prune", help="delete idempotency claims (or, --outbox, sent outbox rows) past a window")
+    prune.add_argument("--older-than", type=_window, default=_window("30d"), metavar="AGE",
+                       help="e.g. 30d, 12h, 90m (default 30d): longer than any redelivery")
+    prune.add_argument("--outbox", action="store_true",
+                       help="prune event_outbox in FINPASS_OUTBOX_DATABASE_URL instead")
+    prune.add_argument("--batch-size", type=_positive, default=10_000,
+                       help="rows per transaction to aim at (default 10000)")
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    prune.set_defaults(handler=cmd_prune)
     report = sub.add_parser("report", help="analyst reports: report --list, report NAME --help")
     report.add_argument("name", nargs="?", metavar="NAME", help="the report (see --list)")
     report.add_argument("--list", action="store_true", help="describe every report")

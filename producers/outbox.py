@@ -66,10 +66,14 @@ CREATE TABLE IF NOT EXISTS event_outbox (
     sent_at      TIMESTAMPTZ NULL
 );
 CREATE INDEX IF NOT EXISTS event_outbox_unsent_idx ON event_outbox (id) WHERE sent_at IS NULL;
+-- For `finpass-pipeline prune --outbox`: rows are sent in id order, so sent_at follows the heap.
+CREATE INDEX IF NOT EXISTS event_outbox_sent_at_brin ON event_outbox
+    USING brin (sent_at) WITH (autosummarize = on);
 COMMENT ON COLUMN event_outbox.topic IS
     'topic name after the prefix (e.g. payments); the relay adds FINPASS_TOPIC_PREFIX';
 """
-"""The outbox table and the partial index the relay scans (only unsent rows are indexed)."""
+"""The outbox table, the partial index the relay scans (only unsent rows are indexed) and the
+one `prune --outbox` walks."""
 
 RELAY_LOCK_KEY = int.from_bytes(b"fpoutbox", "big")
 """`pg_advisory_lock` key held by the running relay for its whole session."""
