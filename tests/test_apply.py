@@ -24,14 +24,14 @@ from tests.builders import ev, initiated, issued, registered
 
 PZ = Pseudonymizer(b"unit-key", "k9")
 
-PAYMENT_STEPS = {
+PAYMENT_STEPS: dict[str, dict[str, Any]] = {
     "payment.authorized": {},
     "payment.captured": {},
     "payment.failed": {"failure_reason": "declined"},
     "payment.refunded": {"refund_reason": "asked"},
     "payment.cancelled": {},
 }
-CREDENTIAL_STEPS = {
+CREDENTIAL_STEPS: dict[str, dict[str, Any]] = {
     "credential.revoked": {"reason": "compromised"},
     "credential.suspended": {},
     "credential.reinstated": {},

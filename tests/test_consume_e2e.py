@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> AsyncIte
     yield s
 
 
-async def one(s: Settings, sql: str, *args: object) -> dict[str, object]:
+async def one(s: Settings, sql: str, *args: object) -> dict[str, Any]:
     rows = await fetch(s.database_url, sql, *args)
     assert len(rows) == 1, f"expected one row for {sql!r}, got {len(rows)}"
     return dict(rows[0])
@@ -70,7 +71,7 @@ async def test_user_lifecycle_rows_and_audit(settings: Settings) -> None:
     assert user["email"] == "alice@example.com" and user["phone"] == "+49 30 1234"
     assert user["status"] == "SUSPENDED"
     assert user["kyc_verified"] is True
-    assert user["kyc_verified_at"].isoformat() == "2026-11-01T10:05:00+00:00"  # type: ignore[union-attr]
+    assert user["kyc_verified_at"].isoformat() == "2026-11-01T10:05:00+00:00"
     assert user["last_seen"] == T0.replace(second=0) + (events[2].occurred_at - T0)
     assert user["created_at"] == T0
     assert '"tier":"gold"' in str(user["metadata"])

@@ -38,7 +38,8 @@ async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> AsyncIte
 
 
 def valid_payment() -> dict[str, Any]:
-    return json.loads(serialize_event(initiated(uuid.uuid4())))
+    document: dict[str, Any] = json.loads(serialize_event(initiated(uuid.uuid4())))
+    return document
 
 
 def mutated(**changes: Any) -> bytes:
