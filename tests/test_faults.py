@@ -25,6 +25,7 @@ from tests.pipeline_support import (
     prepare,
     scratch_database,
     send_events,
+    send_raw,
     wait_caught_up,
     wait_for,
 )
@@ -96,7 +97,29 @@ async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> Settings
     return s
 
 
-async def assert_exact(s: Settings, expected: Expected) -> None:
+POISON_KINDS = (b"\xff\xfe not utf-8", b"{not json", b"[1, 2]", b'{"event_type": "no.such"}',
+                b"")
+
+
+def poison(n: int) -> list[tuple[str, bytes | None, bytes | None]]:
+    """`n` invalid messages spread over the four domain topics and many keys (so partitions)."""
+    topics = ("users", "credentials", "payments", "security")
+    return [(topics[i % 4], f"poison-{i}".encode(), POISON_KINDS[i % len(POISON_KINDS)])
+            for i in range(n)]
+
+
+async def send_with_poison(s: Settings, expected: Expected, n: int) -> int:
+    """The stream's first half, `n` poison messages, the second half; returns messages sent."""
+    half = len(expected.events) // 2
+    await send_events(s, expected.events[:half])
+    await send_raw(s, poison(n))
+    await send_events(s, expected.events[half:])
+    return len(expected.events) + n
+
+
+async def assert_exact(s: Settings, expected: Expected, dead_letters: int = 0) -> None:
+    """Exact rows per table, no duplicate audit row, and exactly the injected dead letters,
+    each once."""
     dsn = s.database_url
     assert await count(dsn, "SELECT count(*) FROM users") == expected.users
     by_status = {r["status"]: r["n"] for r in await fetch(
@@ -107,16 +130,19 @@ async def assert_exact(s: Settings, expected: Expected) -> None:
         expected.audit_rows)
     assert await count(dsn, "SELECT count(*) FROM processed_events") == len(expected.events)
     assert await count(dsn, "SELECT count(*) FROM parked_events") == 0
-    assert await count(dsn, "SELECT count(*) FROM dead_letter_events") == 0
+    assert await count(dsn, "SELECT count(*) FROM dead_letter_events") == dead_letters
+    assert await count(dsn, "SELECT count(DISTINCT (topic, kafka_partition, kafka_offset)) "
+                            "FROM dead_letter_events") == dead_letters
     assert await count(dsn, "SELECT count(*) FROM audit_events WHERE outcome <> 'SUCCESS'") == 0
 
 
 async def test_kill9_mid_stream_loses_nothing_applies_nothing_twice(
         settings: Settings, processes: list[ConsumerProcess], tmp_path: Path) -> None:
-    """kill -9 twice during a 21,000-event stream; after restart the tables are exact."""
+    """kill -9 twice during a 21,000-event stream with 40 poison messages in its middle; after
+    restart the tables are exact and each poison message is dead-lettered exactly once."""
     expected = payments_stream()
     assert len(expected.events) >= 20_000
-    await send_events(settings, expected.events)
+    total = await send_with_poison(settings, expected, 40)
     dsn = settings.database_url
     for threshold in (3_000, 9_000):
         proc = ConsumerProcess(settings, tmp_path / "consumer.log")
@@ -129,9 +155,9 @@ async def test_kill9_mid_stream_loses_nothing_applies_nothing_twice(
         proc.kill9()
     final = ConsumerProcess(settings, tmp_path / "consumer.log")
     processes.append(final)
-    await wait_caught_up(settings, len(expected.events), timeout=180)
+    await wait_caught_up(settings, total, timeout=180)
     assert final.terminate() == 0
-    await assert_exact(settings, expected)
+    await assert_exact(settings, expected, dead_letters=40)
 
 
 async def test_sigterm_drains_and_exits_0(settings: Settings, processes: list[ConsumerProcess],
@@ -185,7 +211,7 @@ async def test_service_restart_during_load(service: str, settings: Settings,
     the next batch (fixed by `db.checked_out`).
     """
     expected = payments_stream(users=1_000, payments=3_000, logins=1_000, seed=21)
-    await send_events(settings, expected.events)
+    total = await send_with_poison(settings, expected, 20)
     proc = ConsumerProcess(settings, tmp_path / "consumer.log")
     processes.append(proc)
     restart = local_stack.postgres.restart if service == "postgres" else local_stack.kafka.restart
@@ -196,10 +222,10 @@ async def test_service_restart_during_load(service: str, settings: Settings,
 
         await wait_for(past, 120, f"{threshold} events applied")
         await asyncio.to_thread(restart)
-    await wait_caught_up(settings, len(expected.events), timeout=240)
+    await wait_caught_up(settings, total, timeout=240)
     assert proc.proc.poll() is None, f"the consumer must survive a {service} restart"
     assert proc.terminate() == 0
-    await assert_exact(settings, expected)
+    await assert_exact(settings, expected, dead_letters=20)
     if service == "postgres":
         assert b"transient_failure" in (tmp_path / "consumer.log").read_bytes()
 
@@ -243,7 +269,7 @@ async def test_three_consumers_one_killed_one_added(settings: Settings,
     """Three processes in one group; one is killed -9 and another joins mid-stream (two
     rebalances): the tables are exact."""
     expected = payments_stream(users=2_000, payments=4_000, logins=3_000, seed=23)
-    await send_events(settings, expected.events)
+    total = await send_with_poison(settings, expected, 30)
     for i in range(3):
         processes.append(ConsumerProcess(settings, tmp_path / f"consumer{i}.log"))
 
@@ -254,10 +280,10 @@ async def test_three_consumers_one_killed_one_added(settings: Settings,
     await wait_for(third, 120, "a third of the stream")
     processes[1].kill9()
     processes.append(ConsumerProcess(settings, tmp_path / "consumer3.log"))
-    await wait_caught_up(settings, len(expected.events), timeout=240)
+    await wait_caught_up(settings, total, timeout=240)
     for p in (processes[0], processes[2], processes[3]):
         assert p.terminate() == 0
-    await assert_exact(settings, expected)
+    await assert_exact(settings, expected, dead_letters=30)
 
 
 CHECKSUM_SQL = {
