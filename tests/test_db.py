@@ -60,8 +60,8 @@ async def test_server_terminated_connections_fail_transiently_then_recover(fresh
     finally:
         await admin.close()
         await pool.close()
-    # The scenario really happened: the first transaction after a termination usually fails.
-    assert len(failures) >= 50
+    # The scenario really happened: the first transaction after a termination often fails.
+    assert len(failures) >= 20  # 80-90 of 200 here
 
 
 @pytest.mark.integration
