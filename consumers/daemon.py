@@ -35,6 +35,7 @@ from finpass_pipeline.db import (
     is_transient,
     retry_transient,
     schema_ready,
+    sleep_or_stop,
 )
 from finpass_pipeline.kafka import (
     DEAD_LETTER_TOPIC,
@@ -104,12 +105,13 @@ class ConsumerDaemon:
         async with http_server(s.http_port, self.metrics, self.health) as port:
             if port:
                 log.info("http_listening", port=port, paths=["/healthz", "/metrics"])
-            pool = await create_pool(s.database_url, stop, role=s.database_role)
+            pool = await create_pool(s.database_url, role=s.database_role)
             try:
                 try:
                     ready = await retry_transient(lambda: self._prepare_database(pool),
                                                   during="startup", stop=stop)
                 except Stopped:
+                    log.info("stopped_before_start", note="the database never answered")
                     return 0
                 if not ready:
                     log.error("schema_missing",
@@ -177,10 +179,7 @@ class ConsumerDaemon:
                 await consumer.stop()
                 await producer.stop()
                 log.warning("kafka_unavailable", error=str(e), retry_in_s=delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await sleep_or_stop(delay, stop)
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
             await self._ensure_topics(stop)
@@ -347,15 +346,8 @@ class ConsumerDaemon:
                             retry_in_s=delay, batch=len(planned))
                 if stop.is_set():
                     return False
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await sleep_or_stop(delay, stop)
                 delay = min(delay * 2, MAX_BACKOFF_S)
-                if self.store is not None:
-                    # A connection that sat idle through the wait may have been dropped in the
-                    # meantime (the server restarting): retry on connections made now.
-                    await self.store.pool.expire_connections()
             else:
                 if self.consumer is not None and self.consumer.paused():
                     self.consumer.resume(*self.consumer.paused())

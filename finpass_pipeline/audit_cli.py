@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
+from finpass_pipeline.db import connect
 from finpass_pipeline.settings import ConfigError, Settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -40,10 +41,8 @@ def _out(line: str) -> None:
 
 @asynccontextmanager
 async def _connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    role = settings.database_role
     try:
-        conn = await asyncpg.connect(settings.database_url,
-                                     server_settings={"role": role} if role else None)
+        conn = await connect(settings.database_url, role=settings.database_role)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         raise AuditCommandError(f"cannot connect to PostgreSQL: {e}") from e
     try:

@@ -75,34 +75,31 @@ async def checked_out(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             raise
 
 
-async def create_pool(dsn: str, stop: asyncio.Event | None = None, *, role: str | None = None,
-                      **kwargs: Any) -> asyncpg.Pool:
-    """A pool, retrying with backoff while the server is down (logged); raises when `stop` is set.
-
-    A malformed DSN is rejected by settings validation before we get here. `role`
-    (FINPASS_DATABASE_ROLE) is set at connection startup, so every connection of the pool works
-    as that role (`SET ROLE`), also after the pool's RESET ALL between uses.
-    """
-    delay = 0.5
+def _role_settings(role: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`role` (FINPASS_DATABASE_ROLE) set at connection startup, so the session works as that
+    role (`SET ROLE`), also after a pool's RESET ALL between uses."""
     if role:
         kwargs["server_settings"] = {**kwargs.get("server_settings", {}), "role": role}
-    while True:
-        try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=kwargs.pop("max_size", 4), command_timeout=120,
-                **kwargs,
-            )
-        except Exception as e:
-            if not is_transient(e) and not isinstance(e, asyncpg.CannotConnectNowError):
-                raise
-            log.warning("database_unavailable", error=str(e) or type(e).__name__,
-                        retry_in_s=delay)
-            if stop is not None and stop.is_set():
-                raise
-            await _sleep_or_stop(delay, stop)
-            delay = min(delay * 2, 15.0)
-        else:
-            return pool
+    return kwargs
+
+
+async def connect(dsn: str, *, role: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+    """One connection, as `role` when given (the one-shot commands)."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, **_role_settings(role, kwargs))
+    return conn
+
+
+async def create_pool(dsn: str, *, role: str | None = None, **kwargs: Any) -> asyncpg.Pool:
+    """The daemon's pool. It connects on first use and keeps no idle floor (min_size 0): after
+    `checked_out` expires the connections, none is re-made until the retry needs it, so no
+    connection sits idle through a backoff wait while the server restarts. Connecting, and
+    waiting for a server that is down, is therefore the first query's business
+    (`retry_transient`). A malformed DSN is rejected by settings validation before we get here.
+    """
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=0, max_size=kwargs.pop("max_size", 4), command_timeout=120,
+        **_role_settings(role, kwargs))
+    return pool
 
 
 async def retry_transient(work: Callable[[], Awaitable[T]], *, during: str,
@@ -121,13 +118,14 @@ async def retry_transient(work: Callable[[], Awaitable[T]], *, during: str,
                         retry_in_s=delay)
         if stop is not None and stop.is_set():
             raise Stopped
-        await _sleep_or_stop(delay, stop)
+        await sleep_or_stop(delay, stop)
         if stop is not None and stop.is_set():
             raise Stopped
         delay = min(delay * 2, MAX_BACKOFF_S)
 
 
-async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
+async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
+    """Wait `delay` seconds, or less if `stop` is set meanwhile."""
     if stop is None:
         await asyncio.sleep(delay)
         return

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from finpass_pipeline.db import connect
 from finpass_pipeline.settings import Settings
 from producers.outbox import outbox_dsn
 
@@ -123,7 +124,7 @@ async def run(settings: Settings, window: timedelta, *, outbox: bool = False,
     dsn = outbox_dsn(settings) if outbox else settings.database_url  # ConfigError: exit 2
     role = None if outbox else settings.database_role
     try:
-        conn = await asyncpg.connect(dsn, server_settings={"role": role} if role else None)
+        conn = await connect(dsn, role=role)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         err(f"cannot connect to PostgreSQL: {e}")
         return 1

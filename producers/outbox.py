@@ -30,7 +30,7 @@ import structlog
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from finpass_pipeline.db import is_transient
+from finpass_pipeline.db import is_transient, sleep_or_stop
 from finpass_pipeline.events import (
     MAX_EVENT_BYTES,
     EventBase,
@@ -206,7 +206,7 @@ class OutboxRelay:
         self.state = "backing_off"
         self.failures += 1
         log.warning(what, error=str(error) or type(error).__name__, retry_in_s=self._delay)
-        await _sleep_or_stop(self._delay, stop)
+        await sleep_or_stop(self._delay, stop)
         self._delay = min(self._delay * 2, MAX_BACKOFF_S)
 
     async def _session(self, stop: asyncio.Event) -> bool:
@@ -227,7 +227,7 @@ class OutboxRelay:
                     sent = await self._relay_batch(conn, publisher)
                     self._delay = 0.5  # both services answered: the next outage starts afresh
                     if sent < self.batch_size:
-                        await _sleep_or_stop(self.poll_interval, stop)
+                        await sleep_or_stop(self.poll_interval, stop)
             return True
         finally:
             await _close(conn)  # closing the session releases the advisory lock
@@ -244,7 +244,7 @@ class OutboxRelay:
             if not said:
                 log.info("outbox_lock_wait", note="another relay is running; waiting for it")
                 said = True
-            await _sleep_or_stop(1.0, stop)
+            await sleep_or_stop(1.0, stop)
         return False
 
     async def _relay_batch(self, conn: asyncpg.Connection, publisher: Publisher) -> int:
@@ -263,13 +263,6 @@ class OutboxRelay:
         self.published += len(rows)
         log.debug("outbox_batch_published", rows=len(rows), last_id=rows[-1]["id"])
         return len(rows)
-
-
-async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=delay)
-    except TimeoutError:
-        pass
 
 
 async def _close(conn: asyncpg.Connection) -> None:

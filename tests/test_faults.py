@@ -187,6 +187,26 @@ async def test_sigterm_drains_and_exits_0(settings: Settings, processes: list[Co
     await assert_exact(settings, expected)
 
 
+async def test_sigterm_while_the_database_is_down_exits_0(
+        settings: Settings, processes: list[ConsumerProcess], tmp_path: Path) -> None:
+    """SIGTERM while the consumer still waits for an unreachable PostgreSQL: exit 0, promptly,
+    having logged what it waited for (no traceback)."""
+    unreachable = settings.model_copy(update={
+        "database_url": "postgresql://postgres@127.0.0.1:1/finpass"})
+    proc = ConsumerProcess(unreachable, tmp_path / "consumer.log")
+    processes.append(proc)
+
+    async def waiting() -> bool:
+        return b'"database_unavailable"' in (tmp_path / "consumer.log").read_bytes()
+
+    await wait_for(waiting, 60, "the consumer to report the database unavailable")
+    t0 = time.monotonic()
+    assert proc.terminate(timeout=15) == 0
+    assert time.monotonic() - t0 < 15
+    log = (tmp_path / "consumer.log").read_bytes()
+    assert b"Traceback" not in log and b'"stopped_before_start"' in log
+
+
 @pytest.fixture
 def local_stack(services: Services) -> DevStack:
     """The `dev up` services, which these tests stop and start by their recorded pids."""
