@@ -2,6 +2,10 @@
 
 Also keeps the stop-the-line counter: dead letters in a row per partition (stored with the
 offsets, so a restart does not reset it).
+
+`Planner.decode` cannot raise: whatever a message's bytes make the parser, the topic check or the
+key check do, the message ends as a `Record` with a `reason` (a dead letter), never as an
+exception that stops the consumer (CONTRACT.md §5 "Never stop on a message").
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from finpass_pipeline.apply import Incoming
-from finpass_pipeline.events import InvalidEventError, parse_event, topic_suffix
+from finpass_pipeline.events import InvalidEventError, message_key, parse_event, topic_suffix
 from finpass_pipeline.store import DeadLetter, PartitionProgress, TopicPartition
 
 
@@ -28,6 +32,21 @@ class Record:
     event: Any | None = None
     reason: str | None = None
     timestamp_ms: int | None = None
+
+
+REASON_MAX_CHARS = 1000
+"""A dead-letter reason is cut to this length (it quotes the input at times)."""
+
+
+def clean_reason(reason: str) -> str:
+    """One storable line: no NUL (PostgreSQL text cannot hold it), no line breaks, bounded."""
+    text = reason.replace("\x00", "\\u0000").replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+
+
+def _shown(key: bytes) -> str:
+    text = key.decode("utf-8", "backslashreplace")
+    return repr(text if len(text) <= 120 else text[:120] + "…")
 
 
 @dataclass
@@ -48,28 +67,41 @@ class Planner:
         self.consecutive: dict[TopicPartition, int] = {}
 
     def decode(self, rec: ConsumerRecord) -> Record:
+        """Decode one message; never raises (see the module docstring)."""
         value: bytes | None = rec.value
         event: Any | None = None
-        reason: str | None = None
-        if value is None:
-            reason = "empty message (tombstone)"
-        else:
-            try:
-                event = parse_event(value)
-            except InvalidEventError as e:
-                reason = e.reason
-            else:
-                expected = self.prefix + topic_suffix(event.event_type)
-                if rec.topic != expected:
-                    reason = (f"event_type {event.event_type!r} belongs on topic {expected!r}, "
-                              f"not {rec.topic!r}")
-                    event = None
+        try:
+            event, reason = self._check(rec)
+        except Exception as e:  # noqa: BLE001 -- a message must never stop the consumer
+            event, reason = None, f"could not decode the message: {type(e).__name__}: {e}"
+        if reason is not None:
+            reason = clean_reason(reason)
         return Record(rec.topic, rec.partition, rec.offset, rec.key, value, event, reason,
                       rec.timestamp)
 
+    def _check(self, rec: ConsumerRecord) -> tuple[Any | None, str | None]:
+        value: bytes | None = rec.value
+        if value is None:
+            return None, "empty message (tombstone)"
+        try:
+            event = parse_event(value)
+        except InvalidEventError as e:
+            return None, e.reason
+        expected = self.prefix + topic_suffix(event.event_type)
+        if rec.topic != expected:
+            return event, (f"event_type {event.event_type!r} belongs on topic {expected!r}, "
+                           f"not {rec.topic!r}")
+        key = message_key(event)
+        if rec.key is None:
+            return event, f"message key missing: expected {_shown(key)}"
+        if rec.key != key:
+            return event, (f"message key {_shown(rec.key)} differs from the subject's id "
+                           f"{_shown(key)}")
+        return event, None
+
     def reject(self, record: Record, error: str) -> Record:
-        """The database refused this event: it becomes a dead letter."""
-        return replace(record, reason=f"database rejected the event: {error}")
+        """Applying this event failed, alone in its transaction: it becomes a dead letter."""
+        return replace(record, reason=clean_reason(f"could not apply the event: {error}"))
 
     def plan(self, records: list[Record], limit: int) -> Plan:
         plan = Plan()
@@ -91,7 +123,7 @@ class Planner:
                     return plan
             else:
                 plan.events.append(Incoming(r.event, r.topic, r.partition, r.offset,
-                                            r.value or b""))
+                                            r.value or b"", r.key))
                 progress.consecutive_dead_letters = 0
             plan.progress[tp] = progress
         return plan

@@ -31,8 +31,8 @@ from finpass_pipeline.db import (
     Stopped,
     checked_out,
     create_pool,
-    is_rejection,
-    is_transient,
+    describe,
+    is_infrastructure,
     retry_transient,
     schema_ready,
     sleep_or_stop,
@@ -54,8 +54,9 @@ FILL_WINDOW_S = 0.05
 DLQ_TRUNCATE_TO = 512 * 1024
 
 
-class StopTheLine(Exception):
-    """Too many dead letters in a row on one partition: something upstream is broken."""
+class InfrastructureFault(Exception):
+    """Even a single message's dead letter could not be committed: the fault is not the
+    message's. Retried with backoff like a lost connection, never a crash."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -97,6 +98,7 @@ class ConsumerDaemon:
         self.on_commit: Callable[[list[Record]], None] | None = None
         """Called with each committed sub-batch's records (the bench measures latency here)."""
         self._committed: dict[tuple[str, int], int] = {}
+        self._published: set[tuple[str, int, int, str]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -245,23 +247,24 @@ class ConsumerDaemon:
         log.info("draining_done", note="stopping: last batch committed, leaving the group")
         return 0
 
-    async def _next_batch(self) -> list[Record]:
-        """Poll and decode one batch, users' topic first, then credentials, payments, security:
-        a subject created in the batch exists before the events that need it."""
+    async def _next_batch(self) -> list[ConsumerRecord]:
+        """Poll one batch, users' topic first, then credentials, payments, security: a subject
+        created in the batch exists before the events that need it. Not decoded yet: a record
+        fetched before the seek to the database's offset is dropped unread (`_in_sequence`)."""
         batch = await self._poll()
         order = self._topic_order
-        return [
-            self.planner.decode(rec)
-            for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9), t.partition))
-            for rec in batch[tp]]
+        return [rec for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9), t.partition))
+                for rec in batch[tp]]
 
-    async def _commit_batch(self, planned: list[Record], stop: asyncio.Event) -> int | None:
-        """Commit one decoded batch; returns an exit code when the daemon must stop."""
+    async def _commit_batch(self, fetched: list[ConsumerRecord],
+                            stop: asyncio.Event) -> int | None:
+        """Commit one fetched batch; returns an exit code when the daemon must stop."""
         assert self.consumer is not None  # noqa: S101
         async with self.batch_lock:
-            planned = await self._in_sequence(planned)
-            if not planned:
+            in_order = await self._in_sequence(fetched)
+            if not in_order:
                 return None
+            planned = [self.planner.decode(rec) for rec in in_order]
             started = time.monotonic()
             if not await self._commit_with_retry(planned, stop):
                 log.warning("shutdown_during_retry",
@@ -279,11 +282,10 @@ class ConsumerDaemon:
             return 1
         return None
 
-    async def _in_sequence(self, planned: list[Record]) -> list[Record]:
+    async def _in_sequence(self, planned: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """Keep each partition's records only if they start at the expected offset."""
         assert self.consumer is not None  # noqa: S101
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        keep: list[Record] = []
         first: dict[tuple[str, int], int] = {}
         for r in planned:
             first.setdefault((r.topic, r.partition), r.offset)
@@ -307,8 +309,7 @@ class ConsumerDaemon:
             log.info("refetching", partition=f"{key[0]}[{key[1]}]", fetched_from=offset,
                      expected=expected)
             self.consumer.seek(tp, expected)
-        keep = [r for r in planned if (r.topic, r.partition) in accepted]
-        return keep
+        return [r for r in planned if (r.topic, r.partition) in accepted]
 
     async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         """One poll batch: wait up to 200 ms for data, then top up for at most FILL_WINDOW_S
@@ -334,16 +335,17 @@ class ConsumerDaemon:
         delay = 0.5
         while True:
             try:
+                self._published = set()
                 await self._commit_isolating(planned)
-            except Exception as e:
-                if not is_transient(e) and not (isinstance(e, KafkaError) and e.retriable):
-                    raise
+            except Exception as e:  # noqa: BLE001 -- see below
+                # Whatever reaches here is not one message's fault (those are dead-lettered
+                # below): wait for the infrastructure, never crash.
                 self.metrics.retries.inc()
                 if self.consumer is not None:
                     # Stop fetching ahead while the database is away: nothing piles up.
                     self.consumer.pause(*self.consumer.assignment())
-                log.warning("transient_failure", error=str(e) or type(e).__name__,
-                            retry_in_s=delay, batch=len(planned))
+                log.warning("transient_failure", error=describe(e), retry_in_s=delay,
+                            batch=len(planned))
                 if stop.is_set():
                     return False
                 await sleep_or_stop(delay, stop)
@@ -354,25 +356,31 @@ class ConsumerDaemon:
                 return True
 
     async def _commit_isolating(self, planned: list[Record]) -> None:
-        """Commit `planned`; if the database rejects a row, bisect to find it and dead-letter it."""
+        """Commit `planned`. If that fails for a reason that is not the infrastructure's, bisect:
+        the error is pinned on one message, which then becomes a dead letter, whatever the error
+        (a SQLSTATE, or an exception in our own code that this message triggers)."""
         assert self.store is not None  # noqa: S101
         plan = self.planner.plan(planned, self.settings.max_consecutive_dead_letters)
         await self._publish_dead_letters(plan.dead)
         try:
-            result = await self.store.commit_batch(plan.events, plan.dead, plan.progress)
+            result = await self.store.commit_batch(plan.events, plan.dead, plan.progress,
+                                                   publish=self._publish_dead_letters)
         except Exception as e:
-            if not is_rejection(e):
+            if is_infrastructure(e) or isinstance(e, InfrastructureFault):
                 raise
-            if len(planned) == 1:
-                only = planned[0]
-                log.warning("database_rejected_event", error=str(e),
-                            event_id=str(only.event.event_id) if only.event else None)
-                await self._commit_isolating([self.planner.reject(only, str(e))])
+            if len(planned) > 1:
+                half = len(planned) // 2
+                await self._commit_isolating(planned[:half])
+                if not self.tripped:
+                    await self._commit_isolating(planned[half:])
                 return
-            half = len(planned) // 2
-            await self._commit_isolating(planned[:half])
-            if not self.tripped:
-                await self._commit_isolating(planned[half:])
+            only = planned[0]
+            if only.reason is not None:  # its dead letter alone failed: not the message
+                raise InfrastructureFault(f"could not record a dead letter: {describe(e)}") from e
+            log.warning("event_failed", error=describe(e),
+                        event_id=str(only.event.event_id) if only.event else None,
+                        topic=only.topic, partition=only.partition, offset=only.offset)
+            await self._commit_isolating([self.planner.reject(only, describe(e))])
             return
         self.planner.committed(plan)
         self.tripped = plan.tripped
@@ -381,7 +389,10 @@ class ConsumerDaemon:
         for tp, p in plan.progress.items():
             self._committed[tp] = p.next_offset
             self.expected[tp] = p.next_offset
-        self._observe(plan, result)
+        try:
+            self._observe(plan, result)
+        except Exception:  # committed already: a metrics fault must not replay the batch
+            log.exception("metrics_failed")
 
     def _observe(self, plan: Plan, result: BatchResult) -> None:
         m = self.metrics
@@ -396,7 +407,7 @@ class ConsumerDaemon:
                     event_id=str(event.event_id), correlation_id=event.correlation_id,
                     event_type=event.event_type):
                 log.warning("event_rejected", reason=why)
-        for d in plan.dead:
+        for d in [*plan.dead, *result.dead]:
             m.dead_lettered.labels(d.event_type or "unknown").inc()
         if self.consumer is not None:
             assigned = self.consumer.assignment()
@@ -407,12 +418,19 @@ class ConsumerDaemon:
                 if high is not None:
                     m.lag.labels(topic, str(partition)).set(max(high - p.next_offset, 0))
 
-    async def _publish_dead_letters(self, dead: list[DeadLetter]) -> None:
+    async def _publish_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        """Send to the dead-letter topic, acknowledged, before the database commit that records
+        them (a crash between the two re-sends: at least once). Bisection plans the same
+        records again; each is sent once per batch."""
         if not dead or self.producer is None:
             return
         topic = self.settings.topic(DEAD_LETTER_TOPIC)
         futures: list[Coroutine[Any, Any, None]] = []
         for d in dead:
+            source = (d.topic, d.partition, d.offset, d.reason)
+            if source in self._published:
+                continue
+            self._published.add(source)
             with structlog.contextvars.bound_contextvars(
                     event_id=str(d.event_id) if d.event_id else None, topic=d.topic,
                     partition=d.partition, offset=d.offset):

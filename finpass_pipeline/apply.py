@@ -70,6 +70,7 @@ class Incoming:
     partition: int
     offset: int
     raw: bytes
+    key: bytes | None = None
 
 
 def required_subject(event: Any) -> Subject | None:

@@ -45,7 +45,7 @@ async def user_trail(conn: asyncpg.Connection, did: str, keys: dict[str, bytes]
         f"SELECT {', '.join(TRAIL_COLUMNS)}, user_id_hash, performed_by, details "
         "FROM audit_events WHERE user_id_hash = ANY($1::text[]) "
         "OR performed_by = ANY($1::text[]) OR details LIKE ANY($2::text[]) "
-        "ORDER BY created_at, id", hashes, [f"%{h}%" for h in hashes])
+        "ORDER BY audit_seq", hashes, [f"%{h}%" for h in hashes])
     key_of = {h: kid for kid, h in names.items()}
     trail = []
     for r in rows:

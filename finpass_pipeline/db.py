@@ -1,9 +1,14 @@
 """Connecting to PostgreSQL and deciding what a database error means for a batch.
 
-Three kinds: transient (connection lost, server restarting, deadlock, serialization failure:
-retry the same batch with backoff, never dead-letter), rejected (the data itself: a constraint or
-value the database refuses — isolate the event and dead-letter it), and anything else (a bug:
-crash loudly; the restart resumes from the stored offsets).
+Two kinds matter to the consumer (CONTRACT.md §5 "Never stop on a message"):
+- infrastructure (`is_infrastructure`): the connection, the server, the schema or the rights, not
+  the data. Transient ones (connection lost, server restarting, deadlock, serialization failure)
+  and configuration ones (a missing table, a revoked grant, a full disk) alike: retry the same
+  batch with backoff, never dead-letter — an operator's fix lets it through.
+- anything else (a constraint, a value out of range, an index row too large, an encoding the
+  client refuses, even an exception in our own code): the consumer bisects the batch, and the
+  one message the error is pinned on is dead-lettered with it. `is_rejection` (class 22/23) is the
+  subset that leaves the connection usable.
 """
 
 from __future__ import annotations
@@ -28,8 +33,16 @@ TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, txn r
 # operator intervention (admin shutdown, crash recovery), system error
 
 
+# Errors no message content can cause: the role or database (28, 3D), the schema or a grant
+# (42: statements use parameters, so a 42 is our schema, not the data), prerequisite state (55,
+# e.g. lock not available), configuration (F0) and internal errors (XX).
+CONFIGURATION_SQLSTATE_CLASSES = ("28", "3D", "42", "55", "F0", "XX")
+
+
 def is_transient(error: BaseException) -> bool:
     """True when retrying the same work later can succeed."""
+    if isinstance(error, asyncpg.DataError):
+        return False  # the client could not encode a value: the data, not the connection
     if isinstance(error, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
                           asyncpg.exceptions.ConnectionDoesNotExistError)):
         return True
@@ -43,6 +56,24 @@ def is_transient(error: BaseException) -> bool:
         state = getattr(error, "sqlstate", "") or ""
         return state[:2] in TRANSIENT_SQLSTATE_CLASSES
     return False
+
+
+def is_infrastructure(error: BaseException) -> bool:
+    """True when the error is the infrastructure's (transient or configuration), never one
+    message's: retry with backoff rather than dead-letter."""
+    if is_transient(error):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        state = getattr(error, "sqlstate", "") or ""
+        return state[:2] in CONFIGURATION_SQLSTATE_CLASSES
+    return False
+
+
+def describe(error: BaseException) -> str:
+    """One line for logs and dead-letter reasons: `SQLSTATE 54000: index row size ...`."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    state = getattr(error, "sqlstate", None) if isinstance(error, asyncpg.PostgresError) else None
+    return f"SQLSTATE {state}: {text}" if state else f"{type(error).__name__}: {text}"
 
 
 def is_rejection(error: BaseException) -> bool:

@@ -8,51 +8,43 @@ than a transaction. Unknown envelope and actor fields are ignored; unknown `data
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     StringConstraints,
     WithJsonSchema,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
-from finpass_pipeline.money import Money, PositiveMoney, check_total
+from finpass_pipeline.money import Money, check_total
+from finpass_pipeline.wire_types import (
+    JSON_VALUE_PLACEHOLDER,
+    Did,
+    JsonObject,
+    Jwt,
+    Required100,
+    Required255,
+    Required500,
+    Required1000,
+    SchemaVersion,
+    Text45,
+    Text50,
+    Text100,
+    Text255,
+    Text500,
+    Timestamp,
+    Uuid,
+)
 
-# --- field types -------------------------------------------------------------------------------
+# --- field types (shared ones in `wire_types`) --------------------------------------------------
 
-
-def _timestamp_input(value: Any) -> Any:
-    # Refuse epoch numbers, which pydantic would otherwise read as UTC: the contract says RFC 3339.
-    if isinstance(value, str | datetime):
-        return value
-    raise PydanticCustomError("timestamp_type", "must be an RFC 3339 timestamp string")
-
-
-def _in_utc(value: datetime) -> datetime:
-    if value.utcoffset() is None:
-        raise PydanticCustomError("timezone_offset_required", "timezone offset required")
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, BeforeValidator(_timestamp_input), AfterValidator(_in_utc)]
-"""An RFC 3339 timestamp with an offset, held as an aware datetime in UTC."""
-
-Text = Annotated[str, StringConstraints(min_length=1)]
-"""A required, non-empty string with no length limit (a `TEXT` column, e.g. a DID)."""
-
-
-Reason100 = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-Reason500 = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-Reason1000 = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+Reason100 = Required100
+Reason500 = Required500
+Reason1000 = Required1000
 """Required, non-empty reasons sized to their columns (VARCHAR(100), (500), audit (1000))."""
 
 
@@ -80,19 +72,26 @@ class Actor(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    did: str | None = None  # pseudonymised before storage, so no column length applies
-    role: str | None = Field(default=None, max_length=100)
-    session_id: str | None = Field(default=None, max_length=255)
-    ip_address: str | None = Field(default=None, max_length=45)
-    user_agent: str | None = Field(default=None, max_length=500)
-    geolocation: str | None = Field(default=None, max_length=255)
-    device_fingerprint: str | None = Field(default=None, max_length=255)
+    did: Did | None = None  # pseudonymised before storage, but bounded like every DID
+    role: Text100 | None = None
+    session_id: Text255 | None = None
+    ip_address: Text45 | None = None
+    user_agent: Text500 | None = None
+    geolocation: Text255 | None = None
+    device_fingerprint: Text255 | None = None
+
+
+def _unknown_fields_are_json(schema: dict[str, Any]) -> None:
+    # Unknown `data` fields are kept in `metadata` (jsonb): any JSON value without U+0000.
+    schema["additionalProperties"] = dict(JSON_VALUE_PLACEHOLDER)
 
 
 class EventData(BaseModel):
     """Base of every event's `data`. Unknown fields are kept (see `extra_fields`)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(
+        extra="allow", frozen=True, json_schema_extra=_unknown_fields_are_json
+    )
 
     def extra_fields(self) -> dict[str, Any]:
         """The fields this contract version does not define, as received (for `metadata`)."""
@@ -120,14 +119,14 @@ class EventBase(BaseModel):
         extra="ignore", frozen=True, json_schema_extra=_envelope_keys_required
     )
 
-    event_id: UUID
+    event_id: Uuid
     event_type: str
-    schema_version: Literal[1]
-    occurred_at: UtcDatetime
-    correlation_id: str = Field(min_length=1, max_length=255)
-    causation_id: UUID | None = None
-    source_system: str = Field(min_length=1, max_length=100)
-    tenant_id: str | None = Field(default=None, max_length=255)
+    schema_version: SchemaVersion
+    occurred_at: Timestamp
+    correlation_id: Required255
+    causation_id: Uuid | None = None
+    source_system: Required100
+    tenant_id: Text255 | None = None
     actor: Actor | None = None
     data: EventData
 
@@ -138,31 +137,31 @@ class EventBase(BaseModel):
 class UserRegisteredData(EventData):
     """`user.registered`: insert `users` (status ACTIVE)."""
 
-    did: Text
-    email: str | None = Field(default=None, max_length=255)
-    phone: str | None = Field(default=None, max_length=50)
-    metadata: dict[str, Any] | None = None
+    did: Did
+    email: Text255 | None = None
+    phone: Text50 | None = None
+    metadata: JsonObject | None = None
 
 
 class UserKycVerifiedData(EventData):
     """`user.kyc_verified`: `kyc_verified`, `kyc_verified_at` (= `verified_at` or `occurred_at`)."""
 
-    did: Text
-    verified_at: UtcDatetime | None = None
+    did: Did
+    verified_at: Timestamp | None = None
 
 
 class UserStatusChangedData(EventData):
     """`user.status_changed`: `users.status`."""
 
-    did: Text
+    did: Did
     status: UserStatus
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text500 | None = None
 
 
 class UserSeenData(EventData):
     """`user.seen`: `users.last_seen` (never moves backwards)."""
 
-    did: Text
+    did: Did
 
 
 class UserRegistered(EventBase):
@@ -199,48 +198,48 @@ class UserSeen(EventBase):
 class CredentialIssuedData(EventData):
     """`credential.issued`: insert `credentials` (VALID) and its `credential_status` row."""
 
-    credential_id: UUID
-    user_did: Text
-    issuer_id: Text
-    credential_type: Text
-    credential_jwt: Text
-    expires_at: UtcDatetime | None = None
-    subject_did: str | None = Field(default=None, max_length=255)
-    nonce: str | None = Field(default=None, max_length=255)
-    revocation_handle: str | None = Field(default=None, max_length=255)
-    verification_method: str | None = Field(default=None, max_length=100)
-    proof_type: str | None = Field(default=None, max_length=50)
-    proof_created_at: UtcDatetime | None = None
-    proof_purpose: str | None = Field(default=None, max_length=50)
-    metadata: dict[str, Any] | None = None
+    credential_id: Uuid
+    user_did: Did
+    issuer_id: Did
+    credential_type: Required100
+    credential_jwt: Jwt
+    expires_at: Timestamp | None = None
+    subject_did: Text255 | None = None
+    nonce: Text255 | None = None
+    revocation_handle: Text255 | None = None
+    verification_method: Text100 | None = None
+    proof_type: Text50 | None = None
+    proof_created_at: Timestamp | None = None
+    proof_purpose: Text50 | None = None
+    metadata: JsonObject | None = None
 
 
 class CredentialRevokedData(EventData):
     """`credential.revoked`: REVOKED; `reason` becomes `revocation_reason` (VARCHAR(100))."""
 
-    credential_id: UUID
+    credential_id: Uuid
     reason: Reason100
-    revoked_by: str | None = Field(default=None, max_length=255)
+    revoked_by: Text255 | None = None
 
 
 class CredentialSuspendedData(EventData):
     """`credential.suspended`: SUSPENDED."""
 
-    credential_id: UUID
-    reason: str | None = Field(default=None, max_length=500)
+    credential_id: Uuid
+    reason: Text500 | None = None
 
 
 class CredentialReinstatedData(EventData):
     """`credential.reinstated`: VALID again."""
 
-    credential_id: UUID
-    reason: str | None = Field(default=None, max_length=500)
+    credential_id: Uuid
+    reason: Text500 | None = None
 
 
 class CredentialExpiredData(EventData):
     """`credential.expired`: EXPIRED."""
 
-    credential_id: UUID
+    credential_id: Uuid
 
 
 class CredentialIssued(EventBase):
@@ -297,20 +296,20 @@ OneTimeByDefault = Annotated[
 class PaymentInitiatedData(EventData):
     """`payment.initiated`: insert `payments` (PENDING, `total_amount` = amount + fee + tax).
 
-    `amount` must be greater than zero; `fee_amount` and `tax_amount` may be zero, never negative;
-    the total must also fit `DECIMAL(18,2)`.
+    Every amount may be zero, never negative; the total must also fit `DECIMAL(18,2)` (a
+    semantic check: JSON Schema cannot add numbers).
     """
 
-    payment_id: UUID
-    payer_did: Text
-    payee_did: Text
-    amount: PositiveMoney
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    payment_id: Uuid
+    payer_did: Did
+    payee_did: Did
+    amount: Money
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     payment_type: OneTimeByDefault = PaymentType.ONE_TIME
-    payment_method: str | None = Field(default=None, max_length=50)
-    reference_id: str | None = Field(default=None, max_length=255)
-    description: str | None = Field(default=None, max_length=500)
-    kyc_decision_token: str | None = Field(default=None, max_length=500)
+    payment_method: Text50 | None = None
+    reference_id: Text255 | None = None
+    description: Text500 | None = None
+    kyc_decision_token: Text500 | None = None
     fee_amount: Money | None = None
     tax_amount: Money | None = None
 
@@ -323,35 +322,35 @@ class PaymentInitiatedData(EventData):
 class PaymentAuthorizedData(EventData):
     """`payment.authorized`: AUTHORIZED, `authorized_at`."""
 
-    payment_id: UUID
-    transaction_id: str | None = Field(default=None, max_length=255)
+    payment_id: Uuid
+    transaction_id: Text255 | None = None
 
 
 class PaymentCapturedData(EventData):
     """`payment.captured`: CAPTURED, `captured_at`, `completed_at`."""
 
-    payment_id: UUID
+    payment_id: Uuid
 
 
 class PaymentFailedData(EventData):
     """`payment.failed`: FAILED, `failed_at`."""
 
-    payment_id: UUID
+    payment_id: Uuid
     failure_reason: Reason500
 
 
 class PaymentRefundedData(EventData):
     """`payment.refunded`: REFUNDED, `refunded_at`."""
 
-    payment_id: UUID
+    payment_id: Uuid
     refund_reason: Reason500
 
 
 class PaymentCancelledData(EventData):
     """`payment.cancelled`: CANCELLED."""
 
-    payment_id: UUID
-    reason: str | None = Field(default=None, max_length=500)
+    payment_id: Uuid
+    reason: Text500 | None = None
 
 
 class PaymentInitiated(EventBase):
@@ -402,15 +401,15 @@ class PaymentCancelled(EventBase):
 class LoginSucceededData(EventData):
     """`auth.login_succeeded`: `users.last_seen`; audit only otherwise."""
 
-    did: Text
-    session_id: str | None = Field(default=None, max_length=255)
+    did: Did
+    session_id: Text255 | None = None
 
 
 class LoginFailedData(EventData):
     """`auth.login_failed`: audit only (WARNING); `reason` becomes `error_message`."""
 
     reason: Reason1000
-    did: str | None = Field(default=None, min_length=1)
+    did: Did | None = None
 
 
 class LoginSucceeded(EventBase):

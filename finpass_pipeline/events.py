@@ -11,10 +11,9 @@ Compatibility is additive: unknown envelope fields are ignored, unknown `data` f
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
+import jiter
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -59,11 +58,7 @@ from finpass_pipeline.event_models import (
     UserStatusChanged,
     UserStatusChangedData,
 )
-from finpass_pipeline.money import (
-    EXACT_JSON_NUMBERS,
-    JSON_NUMBER_NEEDS_EXACT_PARSE,
-    MONEY_FIELDS,
-)
+from finpass_pipeline.money import MONEY_ERROR, MONEY_FIELDS, MONEY_TOTAL, explain
 from finpass_pipeline.routing import (
     DEAD_LETTER_SUFFIX,
     DOMAIN_TOPIC_SUFFIXES,
@@ -72,6 +67,7 @@ from finpass_pipeline.routing import (
     subject_did,
     topic_suffix,
 )
+from finpass_pipeline.wire_types import NO_NUL
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -79,6 +75,7 @@ __all__ = [
     "EVENT_ADAPTER",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
+    "SEMANTIC_RULES",
     "Actor",
     "CredentialExpired",
     "CredentialExpiredData",
@@ -121,6 +118,7 @@ __all__ = [
     "UserStatusChanged",
     "UserStatusChangedData",
     "audit_event_type",
+    "invalid_event",
     "message_key",
     "parse_event",
     "serialize_event",
@@ -173,41 +171,95 @@ EVENT_TYPES: dict[str, type[EventBase]] = {
 """`event_type` string -> model class, in contract order."""
 
 
+SCHEMA_RULE: Final = "schema"
+"""`InvalidEventError.rule` of a refusal the exported JSON Schemas make too."""
+
+SEMANTIC_RULES: Final[dict[str, str]] = {
+    "byte-order-mark": "The message starts with a byte-order mark (RFC 8259 §8.1).",
+    "duplicate-member": "A JSON object has the same member name twice.",
+    "json-text": "The bytes are not UTF-8 JSON text, or a string escapes a lone surrogate.",
+    "nesting-depth": "Objects and arrays are nested more than 200 deep (anywhere, even in "
+    "ignored fields).",
+    "message-size": f"The message is larger than {MAX_EVENT_BYTES:,} bytes.",
+    "money-spelling": "A money JSON number is written with more than two decimal places "
+    "(`12.500`); JSON Schema sees only the value.",
+    "money-total": "`amount + fee_amount + tax_amount` of `payment.initiated` is 10^16 or more.",
+    "key": "The Kafka key is missing or differs from the subject's id (CONTRACT.md §1, §5).",
+    "event-id-reused": "The `event_id` was applied before with different content.",
+    "database": "PostgreSQL refused this event's rows (bisection pinned the error on it).",
+}
+"""Every reason the consumer refuses a message that the exported JSON Schemas accept, by rule
+name. The README's semantic table lists exactly these; a test keeps the two equal. (State
+transitions and uniqueness across rows are not refusals: they are applied as REJECTED audit
+rows.)"""
+
+
 class InvalidEventError(Exception):
     """A message that is not a valid event. It goes to the dead-letter topic and table with
     `reason`; the partition keeps flowing. Retrying it cannot help."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, rule: str = SCHEMA_RULE) -> None:
         super().__init__(reason)
         self.reason = reason
         """One line naming the field and the rule, e.g. `data.amount: more than two decimal
         places`."""
+        self.rule = rule
+        """`SCHEMA_RULE` when the exported schemas refuse it too, else a `SEMANTIC_RULES` key."""
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def parse_event(raw: bytes) -> Event:
     """Validate a message value and return its event model; raise `InvalidEventError` if invalid.
 
-    The fast path is pydantic-core's JSON parser. Money sent as a JSON number with a fraction
-    takes a slower, exact path (see `finpass_pipeline.money`).
+    jiter parses the text (refusing duplicate member names, lone surrogates and deep nesting, which
+    the pydantic-core JSON reader lets through), then pydantic-core validates the Python objects
+    natively. Money sent as a JSON number with a fraction is read again from the text as a
+    `Decimal` first (the rare path; see `finpass_pipeline.money`).
     """
     if not raw:
         raise InvalidEventError("empty message")
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEventError(
-            f"message is {len(raw)} bytes, larger than the limit of {MAX_EVENT_BYTES}"
+            f"message is {len(raw)} bytes, larger than the limit of {MAX_EVENT_BYTES}",
+            "message-size",
         )
+    if raw.startswith(_BOM):
+        raise InvalidEventError("message starts with a byte-order mark", "byte-order-mark")
     try:
-        event = EVENT_ADAPTER.validate_json(raw)
+        document = jiter.from_json(raw, catch_duplicate_keys=True)
+    except ValueError as e:
+        raise _not_json(raw, str(e)) from None
+    data = document.get("data") if isinstance(document, dict) else None
+    if isinstance(data, dict) and any(type(data.get(name)) is float for name in MONEY_FIELDS):
+        exact = jiter.from_json(raw, float_mode="decimal")["data"]
+        for name in MONEY_FIELDS:
+            if type(data.get(name)) is float:
+                data[name] = exact[name]
+    try:
+        event = EVENT_ADAPTER.validate_python(document)
     except ValidationError as e:
-        errors = e.errors(include_url=False)
-        if not any(error["type"] == JSON_NUMBER_NEEDS_EXACT_PARSE for error in errors):
-            raise InvalidEventError(_reason(raw, errors)) from None
-        event = _parse_with_exact_numbers(raw)
-    # PostgreSQL text cannot hold a NUL character: refuse it here, not in the consumer's
-    # transaction. JSON can only carry one escaped, so this byte search keeps the hot path cheap.
+        raise _invalid(raw, e.errors(include_url=False)) from None
+    # U+0000 in a declared string fails its pattern above; free-form values (metadata, unknown
+    # data fields) need a walk, and JSON can only carry a NUL escaped, so look for that first.
     if b"\\u0000" in raw:
         _refuse_nul(event)
     return event
+
+
+def _not_json(raw: bytes, error: str) -> InvalidEventError:
+    try:
+        raw.decode()
+    except UnicodeDecodeError as e:
+        return InvalidEventError(f"not UTF-8: invalid byte at offset {e.start}", "json-text")
+    if error.startswith("Detected duplicate key"):
+        return InvalidEventError(f"duplicate member name: {error}", "duplicate-member")
+    if error.startswith("recursion limit exceeded"):
+        return InvalidEventError(f"nested too deep: {error}", "nesting-depth")
+    if "surrogate" in error or "hex escape" in error:
+        return InvalidEventError(f"not valid Unicode text: {error}", "json-text")
+    return InvalidEventError(f"not JSON: {error}", "json-text")
 
 
 def serialize_event(event: EventBase) -> bytes:
@@ -216,26 +268,6 @@ def serialize_event(event: EventBase) -> bytes:
     `parse_event(serialize_event(e)) == e` for every valid event.
     """
     return event.model_dump_json().encode()
-
-
-def _parse_with_exact_numbers(raw: bytes) -> Event:
-    # Rare path: money sent as a JSON number with a fraction, which pydantic-core has read as a
-    # binary float. Read those numbers again from the text, as Decimals, and validate once more
-    # with them at hand.
-    try:
-        document = json.loads(raw, parse_float=Decimal, parse_constant=Decimal)
-    except (ValueError, RecursionError) as e:  # pydantic-core accepted it; be safe all the same
-        raise InvalidEventError(f"not JSON: {e}") from None
-    data = document.get("data") if isinstance(document, dict) else None
-    exact = {
-        name: value
-        for name in MONEY_FIELDS
-        if isinstance(data, dict) and isinstance(value := data.get(name), Decimal)
-    }
-    try:
-        return EVENT_ADAPTER.validate_json(raw, context={EXACT_JSON_NUMBERS: exact})
-    except ValidationError as e:
-        raise InvalidEventError(_reason(raw, e.errors(include_url=False))) from None
 
 
 def _refuse_nul(event: EventBase) -> None:
@@ -272,17 +304,34 @@ _JSON_KINDS = {
 }
 
 
+def invalid_event(error: ValidationError, raw: bytes = b"") -> InvalidEventError:
+    """The `InvalidEventError` (one-line reason, rule) for a validation error of `Event` or one
+    of its models; `raw` is the message, when there is one."""
+    return _invalid(raw, error.errors(include_url=False))
+
+
+def _invalid(raw: bytes, errors: list[ErrorDetails]) -> InvalidEventError:
+    first = errors[0]
+    rule = SCHEMA_RULE
+    if first["type"] == MONEY_TOTAL:
+        rule = "money-total"
+    elif first["type"] == "string_pattern_mismatch" and first.get("ctx", {}).get(
+        "pattern"
+    ) == NO_NUL:
+        first = {**first, "msg": "NUL character (\\u0000) not allowed"}
+    elif first["type"] == MONEY_ERROR:
+        why = explain(first["input"])
+        first = {**first, "msg": why}
+        if why.endswith("(as written)"):
+            rule = "money-spelling"
+    return InvalidEventError(_reason(raw, [first, *errors[1:]]), rule)
+
+
 def _reason(raw: bytes, errors: list[ErrorDetails]) -> str:
     first = errors[0]
     kind, location = first["type"], first["loc"]
-    if kind == "json_invalid":
-        try:
-            raw.decode()
-        except UnicodeDecodeError as e:
-            return f"not UTF-8: invalid byte at offset {e.start}"
-        return f"not JSON: {first.get('ctx', {}).get('error', first['msg'])}"
     if not location:
-        if kind == "dict_type":
+        if kind in ("dict_type", "model_attributes_type"):
             got = _JSON_KINDS.get(raw.lstrip()[:1], "a number")
             return f"not a JSON object: the message is {got}"
         if kind == "union_tag_not_found":

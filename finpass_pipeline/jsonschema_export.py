@@ -4,8 +4,8 @@
 `event_type`) and one `<event_type>.schema.json` per type. The output is deterministic, so the
 copies committed in `docs/schemas/` are checked against a fresh export by the test suite.
 
-The schemas describe what `parse_event` accepts; a few rules are only partly expressible (money
-must be > 0 for `amount`, and amount + fee + tax < 10^16) and are stated in descriptions.
+The schemas describe exactly what `parse_event` accepts, apart from the rules JSON Schema cannot
+state (`events.SEMANTIC_RULES`, the README's semantic table).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from finpass_pipeline.events import EVENT_ADAPTER, EVENT_TYPES
+from finpass_pipeline.wire_types import JSON_VALUE_DEF, JSON_VALUE_PLACEHOLDER, JSON_VALUE_SCHEMA
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -31,7 +32,25 @@ def event_schemas() -> dict[str, dict[str, Any]]:
         documents[event_type] = model.model_json_schema()
     for schema in documents.values():
         schema["$schema"] = DIALECT
+        if _link_json_values(schema):
+            schema.setdefault("$defs", {})[JSON_VALUE_DEF] = JSON_VALUE_SCHEMA
     return documents
+
+
+def _link_json_values(node: Any) -> bool:
+    # Replace every JSON_VALUE_PLACEHOLDER with a $ref to the recursive definition.
+    found = False
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if value == JSON_VALUE_PLACEHOLDER:
+                node[key] = {"$ref": f"#/$defs/{JSON_VALUE_DEF}"}
+                found = True
+            else:
+                found = _link_json_values(value) or found
+    elif isinstance(node, list):
+        for item in node:
+            found = _link_json_values(item) or found
+    return found
 
 
 def render(schema: dict[str, Any]) -> str:

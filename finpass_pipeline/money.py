@@ -1,19 +1,18 @@
-"""Money on the wire (CONTRACT.md §2): exact decimals that fit `DECIMAL(18,2)`, never rounded.
+"""Money on the wire (CONTRACT.md §2, §5): exact decimals that fit `DECIMAL(18,2)`, never rounded.
 
-A money field accepts a decimal string (`"1250.00"`) or a JSON number that is exact (`12.5`,
-`100`). It rejects, with a reason naming the rule: more than two decimal places, a negative value,
-NaN or Infinity, and anything that does not fit `DECIMAL(18,2)` (i.e. 10^16 or more). Trailing
-zeros beyond the second place carry no value (`"12.500"` is 12.50), so they are not an error.
+A money field accepts a decimal string (`"1250.00"`) or a JSON number with at most two decimal
+places *as written* (`12.5`, `100`, `0`). Zero is a valid amount. It refuses, with a reason naming
+the rule (`explain`): more than two decimal places, a sign, NaN or Infinity, and anything that
+does not fit `DECIMAL(18,2)` (10^16 or more). In a string, trailing zeros beyond the second place
+carry no value (`"12.500"` is 12.50), so they are not an error; in a JSON number they are, because
+the contract speaks of the number as written (a rule JSON Schema cannot state: see the README's
+semantic table).
 
+Validation is native (pydantic-core) for strings and integers, the hot path. A JSON number with
+a fraction is read by `events.parse_event` from the message text as a `Decimal` (a binary float
+would already have lost digits) and checked by `exact_decimal`, a Python function: the rare path.
 The value keeps the scale it was given (`"1250.00"` stays `"1250.00"`, `100` stays `"100"`) and is
-serialised to JSON as a string. In Python, a `float` is refused: it is a binary approximation, and
-its digits are not the digits the sender meant.
-
-JSON numbers need care: pydantic-core parses a JSON number with a fraction into a binary float
-before any validator sees it (`9999999999999999.99` arrives as `1e16`). In JSON mode a money
-validator that meets a float therefore reports `JSON_NUMBER_NEEDS_EXACT_PARSE` instead of guessing;
-`events.parse_event` then reads those numbers from the text as `Decimal`s and validates again with
-them in the context (`EXACT_JSON_NUMBERS`).
+serialised to JSON as a string. In Python, a `float` is refused: its digits are not the sender's.
 """
 
 from __future__ import annotations
@@ -22,8 +21,10 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
+from pydantic_core import core_schema as cs
 
 MONEY_LIMIT = Decimal(10) ** 16
 """Exclusive upper bound of a `DECIMAL(18,2)` column: 16 integer digits."""
@@ -31,125 +32,138 @@ MONEY_LIMIT = Decimal(10) ** 16
 MONEY_FIELDS = ("amount", "fee_amount", "tax_amount")
 """The `data` fields that hold money."""
 
-JSON_NUMBER_NEEDS_EXACT_PARSE = "money_json_number"
-"""Error type raised in JSON mode when a money field arrived as a JSON number with a fraction."""
-
-EXACT_JSON_NUMBERS = "exact_json_numbers"
-"""Validation-context key: {money field name: the `Decimal` read from that JSON number's text}."""
-
 _CENT = Decimal("0.01")
 _UNIT = Decimal(1)
-# A sign is allowed by the syntax only so that "-5.00" is reported as negative, not as malformed.
-_DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_PLAIN_TEXT = re.compile(r"(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,2})?")
+_MAX_TEXT = 40
+
+# The spelling the fast path needs no function for: no leading zeros, at most two places.
+_PLAIN_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
+# Every accepted string; the decimal places and the 10^16 bound are in the pattern.
+STRING_PATTERN = r"^0*[0-9]{1,16}(\.[0-9]{1,2}0*)?$"
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _NOT_FINITE_TEXT = frozenset({"nan", "snan", "inf", "infinity"})
 
-# JSON Schema of the values accepted; the decimal places and the 10^16 bound are in the pattern.
-_STRING_PATTERN = r"^0*[0-9]{1,16}(\.[0-9]{1,2}0*)?$"
+MONEY_ERROR = "money"
+"""Error type of a refused money value; `explain(value)` gives the reason."""
+
+MONEY_SPELLING = "money_spelling"
+"""Error type of a JSON number written with more than two decimal places (e.g. `12.500`)."""
 
 
 def _error(kind: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError(f"money_{kind}", message)
+    return PydanticCustomError(kind, message)
 
 
-def _to_decimal(value: Any, info: ValidationInfo) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, str):
-        if _DECIMAL_TEXT.fullmatch(value):
-            return Decimal(value)
-        if value.strip().lstrip("+-").lower() in _NOT_FINITE_TEXT:
-            raise _error("not_finite", "must be a finite number, not NaN or Infinity")
-        raise _error("syntax", "must be a decimal string like '1250.00'")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)  # JSON integers arrive as exact Python ints
-    if isinstance(value, float):
-        if info.mode == "json":
-            exact = (info.context or {}).get(EXACT_JSON_NUMBERS, {}).get(info.field_name)
-            if isinstance(exact, Decimal):
-                return exact
-            raise PydanticCustomError(
-                JSON_NUMBER_NEEDS_EXACT_PARSE,
-                "a JSON number here must be read exactly: parse the message with parse_event()",
-            )
-        raise _error("float", "a float is not exact: pass a decimal string or a Decimal")
-    raise _error("type", "must be a decimal string or a JSON number")
-
-
-def _validate(value: Any, info: ValidationInfo, *, positive: bool) -> Decimal:
-    if isinstance(value, str) and _PLAIN_TEXT.fullmatch(value):
-        # Hot path: this syntax alone proves finite, non-negative, < 10^16, at most two places.
-        amount = Decimal(value)
-        if positive and not amount:
-            raise _error("not_positive", "must be greater than zero")
-        return amount
-    amount = _to_decimal(value, info)
-    if not amount.is_finite():
-        raise _error("not_finite", "must be a finite number, not NaN or Infinity")
-    if amount < 0:
-        raise _error("negative", "must not be negative")
-    if positive and amount == 0:
-        raise _error("not_positive", "must be greater than zero")
-    if amount >= MONEY_LIMIT:
-        raise _error("too_large", "must be less than 10^16 (it must fit DECIMAL(18,2))")
-    exponent = int(amount.as_tuple().exponent)  # an int, not 'n'/'F': the value is finite
+def _normalise(amount: Decimal) -> Decimal:
+    exponent = int(amount.as_tuple().exponent)  # an int: the value is finite
     if exponent < -2:
-        cents = amount.quantize(_CENT)
-        if cents != amount:
-            raise _error("scale", "more than two decimal places")
-        amount = cents  # only zeros were dropped: "12.500" is 12.50
+        amount = amount.quantize(_CENT)  # only zeros are dropped: "12.500" is 12.50
     elif exponent > 0:
         amount = amount.quantize(_UNIT)  # 1E+2 -> 100, so it serialises as plain digits
-    return amount.copy_abs()  # -0.00 -> 0.00; negatives were refused above
+    return amount.copy_abs()  # -0 -> 0; negatives never get here
 
 
-def _positive(value: Any, info: ValidationInfo) -> Decimal:
-    return _validate(value, info, positive=True)
+def _range_problem(amount: Decimal) -> str | None:
+    if not amount.is_finite():
+        return "must be a finite number, not NaN or Infinity"
+    if amount < 0:
+        return "must not be negative"
+    if amount >= MONEY_LIMIT:
+        return "must be less than 10^16 (it must fit DECIMAL(18,2))"
+    return None
 
 
-def _non_negative(value: Any, info: ValidationInfo) -> Decimal:
-    return _validate(value, info, positive=False)
+def exact_decimal(amount: Decimal) -> Decimal:
+    """Validate a JSON number read exactly (or a Python `Decimal`): at most two places as
+    written, finite, not negative, less than 10^16."""
+    problem = _range_problem(amount)
+    if problem is not None:
+        raise _error(MONEY_ERROR, problem)
+    if int(amount.as_tuple().exponent) < -2:
+        raise _error(MONEY_SPELLING, "more than two decimal places (as written)")
+    return _normalise(amount)
+
+
+def explain(value: Any) -> str:
+    """Why `value` is not money: the reason a dead letter gives (only called on refusal)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        return "must be a decimal string or a JSON number"
+    if isinstance(value, float):
+        return "a float is not exact: pass a decimal string or a Decimal"
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            return f"must be at most {_MAX_TEXT} characters"
+        if value.strip().lstrip("+-").lower() in _NOT_FINITE_TEXT:
+            return "must be a finite number, not NaN or Infinity"
+        if not _DECIMAL_TEXT.fullmatch(value):
+            return "must be a decimal string like '1250.00'"
+        if value[0] in "+-":
+            return "must not be negative" if value[0] == "-" else "must not have a sign"
+        amount = Decimal(value)
+    else:
+        amount = Decimal(value)
+    problem = _range_problem(amount)
+    if problem is not None:
+        return problem
+    if int(amount.as_tuple().exponent) < -2 and amount.quantize(_CENT) != amount:
+        return "more than two decimal places"
+    if isinstance(value, Decimal):
+        return "more than two decimal places (as written)"
+    return "must be a decimal string or a JSON number"
+
+
+class _MoneySchema:
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> cs.CoreSchema:
+        plain = cs.chain_schema([cs.str_schema(pattern=_PLAIN_PATTERN), cs.decimal_schema()])
+        padded = cs.chain_schema(
+            [
+                cs.str_schema(pattern=STRING_PATTERN, max_length=_MAX_TEXT),
+                cs.no_info_after_validator_function(_normalise, cs.decimal_schema()),
+            ]
+        )
+        integer = cs.chain_schema(
+            [cs.int_schema(strict=True, ge=0, lt=10**16), cs.decimal_schema()]
+        )
+        branches: list[cs.CoreSchema | tuple[cs.CoreSchema, str]] = [plain, padded, integer]
+        exact = cs.no_info_after_validator_function(exact_decimal, cs.is_instance_schema(Decimal))
+        options: dict[str, Any] = {
+            "custom_error_type": MONEY_ERROR,
+            "custom_error_message": "not a valid amount of money",
+        }
+        return cs.json_or_python_schema(
+            json_schema=cs.union_schema(branches, mode="left_to_right", **options),
+            python_schema=cs.union_schema([*branches, exact], mode="left_to_right", **options),
+            serialization=cs.plain_serializer_function_ser_schema(
+                _to_text, return_schema=cs.str_schema(), when_used="json"
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: cs.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "description": "Money, zero or more: a decimal string, or a JSON number with at most "
+            "two decimal places as written; less than 10^16.",
+            "anyOf": [
+                {"type": "string", "pattern": STRING_PATTERN, "maxLength": _MAX_TEXT},
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 10**16, "multipleOf": 0.01},
+            ],
+        }
 
 
 def _to_text(amount: Decimal) -> str:
     return format(amount, "f")
 
 
-def _schema(description: str, number_bound: str) -> WithJsonSchema:
-    return WithJsonSchema(
-        {
-            "description": description,
-            "anyOf": [
-                {"type": "string", "pattern": _STRING_PATTERN},
-                {"type": "number", number_bound: 0, "exclusiveMaximum": 10**16},
-            ],
-        }
-    )
+Money = Annotated[Decimal, _MoneySchema]
+"""An amount of money, zero or more (`amount`, `fee_amount`, `tax_amount`)."""
 
-
-PositiveMoney = Annotated[
-    Decimal,
-    PlainValidator(_positive),
-    PlainSerializer(_to_text, return_type=str, when_used="json"),
-    _schema(
-        "Money greater than zero: a decimal string or an exact JSON number, at most two decimal "
-        "places, less than 10^16.",
-        "exclusiveMinimum",
-    ),
-]
-"""An amount that must be > 0 (`payment.initiated` `amount`)."""
-
-Money = Annotated[
-    Decimal,
-    PlainValidator(_non_negative),
-    PlainSerializer(_to_text, return_type=str, when_used="json"),
-    _schema(
-        "Money, zero or more: a decimal string or an exact JSON number, at most two decimal "
-        "places, less than 10^16.",
-        "minimum",
-    ),
-]
-"""An amount that may be zero but not negative (`fee_amount`, `tax_amount`)."""
+MONEY_TOTAL = "money_total_too_large"
+"""Error type of a payment whose amount + fee + tax does not fit `DECIMAL(18,2)`."""
 
 
 def check_total(amount: Decimal, *others: Decimal | None) -> None:
@@ -157,7 +171,7 @@ def check_total(amount: Decimal, *others: Decimal | None) -> None:
     total = amount + sum((other for other in others if other is not None), Decimal(0))
     if total >= MONEY_LIMIT:
         raise _error(
-            "total_too_large",
+            MONEY_TOTAL,
             "amount + fee_amount + tax_amount must be less than 10^16 (total_amount is "
             "DECIMAL(18,2))",
         )

@@ -4,8 +4,12 @@ the consumed offsets, so a crash at any instant neither loses nor repeats an eff
 Order inside the transaction:
 1. advisory locks on every subject the batch touches (sorted: no deadlock between consumers);
 2. claim the event ids (`processed_events`, ON CONFLICT DO NOTHING): duplicates drop out here;
-3. load the rows those subjects already have; apply the events in memory (`apply.Applier`);
-4. apply parked events whose subject was created in this transaction, until none is left;
+3. load the rows those subjects already have, and take out of `parked_events` every event
+   waiting on a subject the batch creates (transitively: a revived `credential.issued` may have
+   a parked revocation of its own);
+4. apply the events in memory (`apply.Applier`) in offset order, each parked event right after
+   the event that creates its subject (CONTRACT.md §5's reference semantics: the result is the
+   one-at-a-time result, whatever the batch boundaries);
 5. write everything set-based (COPY for inserts, `UPDATE ... FROM unnest` for changes) and
    upsert the offsets; commit. Kafka's own commit comes after this one.
 """
@@ -14,16 +18,23 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.apply import Applier, BatchState, Incoming, Subject, subjects_of
+from finpass_pipeline.apply import (
+    Applier,
+    BatchState,
+    Incoming,
+    Subject,
+    created_subject,
+    subjects_of,
+)
 from finpass_pipeline.audit_chain import AuditWriter
 from finpass_pipeline.db import checked_out
-from finpass_pipeline.events import parse_event
+from finpass_pipeline.events import InvalidEventError, parse_event, serialize_event
 from finpass_pipeline.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
 
 TopicPartition = tuple[str, int]
@@ -51,9 +62,26 @@ class PartitionProgress:
     consecutive_dead_letters: int
 
 
+REUSED_EVENT_ID = "event_id reused with different content"
+"""Dead-letter reason of an event whose id was taken before by a different event (§5)."""
+
+
+def content_digest(inc: Incoming) -> bytes:
+    """SHA-256 of the event's canonical form: what an identical re-send must repeat. Fields the
+    contract ignores (unknown envelope and actor fields) and spelling (key order, spaces, `Z` or
+    `+00:00`) do not count."""
+    return hashlib.sha256(serialize_event(inc.event)).digest()
+
+
+PublishDeadLetters = Callable[[Sequence["DeadLetter"]], Awaitable[None]]
+"""Sends dead letters found inside the transaction to the dead-letter topic before it commits."""
+
+
 @dataclass
 class BatchResult:
     applied: list[Incoming] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    """Dead letters found inside the transaction (reused event ids, unreadable parked events)."""
     duplicates: int = 0
     parked: int = 0
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -94,38 +122,71 @@ class Store:
                 PartitionProgress(r["next_offset"], r["consecutive_dead_letters"]) for r in rows}
 
     async def commit_batch(self, events: Sequence[Incoming], dead: Sequence[DeadLetter],
-                           progress: dict[TopicPartition, PartitionProgress]) -> BatchResult:
-        """Apply `events`, record `dead`, store `progress`: all or nothing."""
+                           progress: dict[TopicPartition, PartitionProgress],
+                           publish: PublishDeadLetters | None = None) -> BatchResult:
+        """Apply `events`, record `dead`, store `progress`: all or nothing. Dead letters the
+        transaction itself finds are passed to `publish` before it commits."""
         async with checked_out(self.pool) as conn, conn.transaction():
             result = await self._apply(conn, events)
-            if dead:
-                await self._insert_dead_letters(conn, dead)
+            if result.dead and publish is not None:
+                await publish(result.dead)
+            if dead or result.dead:
+                await self._insert_dead_letters(conn, [*dead, *result.dead])
             await self._store_progress(conn, progress)
             return result
 
     async def _apply(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> BatchResult:
         result = BatchResult()
-        unique: dict[uuid.UUID, Incoming] = {}
+        unique: dict[uuid.UUID, tuple[Incoming, bytes]] = {}
         for inc in events:
-            unique.setdefault(inc.event.event_id, inc)
-        result.duplicates = len(events) - len(unique)
+            digest = content_digest(inc)
+            first = unique.setdefault(inc.event.event_id, (inc, digest))
+            if first[0] is not inc:
+                self._duplicate(result, inc, same=first[1] == digest)
         if not unique:
             return result
         fresh = list(unique.values())
-        await self._lock({s for inc in fresh for s in subjects_of(inc.event)}, conn)
-        claimed = await self._claim(conn, fresh)
-        result.duplicates += len(fresh) - len(claimed)
+        await self._lock({s for inc, _ in fresh for s in subjects_of(inc.event)}, conn)
+        claimed = await self._claim(conn, fresh, result)
         state = BatchState()
         await self._load(conn, state, {s for inc in claimed for s in subjects_of(inc.event)})
+        waiting = await self._revive(conn, state, result, {
+            s for inc in claimed if (s := created_subject(inc.event)) is not None})
+        unparked = [inc.event.event_id for queue in waiting.values() for inc in queue]
         for inc in claimed:
-            self.applier.apply(state, inc)
-        unparked = await self._settle(conn, state)
-        await self._flush(conn, state, unparked)
+            self._apply_in_order(state, inc, waiting)
+        # Revived events whose subject was not created after all (its creator was rejected)
+        # go back to waiting, as they were.
+        for subject, queue in waiting.items():
+            state.to_park.extend((inc, subject) for inc in queue)
+        still = {inc.event.event_id for inc, _ in state.to_park}
+        await self._flush(conn, state, [i for i in unparked if i not in still])
         result.applied = state.applied
         result.parked = len(state.to_park)
         result.outcomes = state.outcomes
         result.rejected = state.rejected
         return result
+
+    def _apply_in_order(self, state: BatchState, inc: Incoming,
+                        waiting: dict[Subject, list[Incoming]]) -> None:
+        """Apply `inc`, then at once every event waiting on a subject it created, recursively:
+        parked in earlier transactions first (lower offsets), then parked earlier in this one."""
+        if self.applier.apply(state, inc) == "PARKED":
+            return
+        while state.created:
+            subject = state.created.pop(0)
+            queue = waiting.pop(subject, [])
+            queue += [i for i, s in state.to_park if s == subject]
+            state.to_park = [(i, s) for i, s in state.to_park if s != subject]
+            for ready in queue:
+                self._apply_in_order(state, ready, waiting)
+
+    def _duplicate(self, result: BatchResult, inc: Incoming, *, same: bool) -> None:
+        result.duplicates += 1
+        if not same:
+            result.dead.append(DeadLetter(
+                inc.topic, inc.partition, inc.offset, inc.key, inc.raw, REUSED_EVENT_ID,
+                event_id=inc.event.event_id, event_type=inc.event.event_type))
 
     async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection) -> None:
         keys = sorted({lock_key(s) for s in subjects})
@@ -137,18 +198,73 @@ class Store:
                 "AS t(k, n) ORDER BY n", keys,
             )
 
-    async def _claim(self, conn: asyncpg.Connection, events: list[Incoming]) -> list[Incoming]:
+    async def _claim(self, conn: asyncpg.Connection, events: list[tuple[Incoming, bytes]],
+                     result: BatchResult) -> list[Incoming]:
+        """Take the event ids; an id taken before is a duplicate, and a dead letter when the
+        content differs from what was taken (rows from before V12 have no digest: a duplicate)."""
         rows = await conn.fetch(
             "INSERT INTO processed_events (event_id, event_type, topic, kafka_partition, "
-            "kafka_offset, state) SELECT e, t, tp, p, o, 'APPLIED' FROM unnest($1::uuid[], "
-            "$2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(e, t, tp, p, o) "
-            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            [i.event.event_id for i in events], [i.event.event_type for i in events],
-            [i.topic for i in events], [i.partition for i in events],
-            [i.offset for i in events],
+            "kafka_offset, state, content_digest) SELECT e, t, tp, p, o, 'APPLIED', d FROM "
+            "unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[]) "
+            "AS u(e, t, tp, p, o, d) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [i.event.event_id for i, _ in events], [i.event.event_type for i, _ in events],
+            [i.topic for i, _ in events], [i.partition for i, _ in events],
+            [i.offset for i, _ in events], [d for _, d in events],
         )
         won = {r["event_id"] for r in rows}
-        return [i for i in events if i.event.event_id in won]
+        lost = [(i, d) for i, d in events if i.event.event_id not in won]
+        if lost:
+            taken = {r["event_id"]: r["content_digest"] for r in await conn.fetch(
+                "SELECT event_id, content_digest FROM processed_events "
+                "WHERE event_id = ANY($1::uuid[])", [i.event.event_id for i, _ in lost])}
+            for inc, digest in lost:
+                before = taken.get(inc.event.event_id)
+                self._duplicate(result, inc, same=before is None or bytes(before) == digest)
+        return [i for i, _ in events if i.event.event_id in won]
+
+    async def _revive(self, conn: asyncpg.Connection, state: BatchState, result: BatchResult,
+                      creating: set[Subject]) -> dict[Subject, list[Incoming]]:
+        """Take out of `parked_events` what waits on `creating`, and on what those events create
+        in turn; lock and load their subjects. Returns the events per subject, in the order they
+        were parked in (topic, partition, offset)."""
+        waiting: dict[Subject, list[Incoming]] = {}
+        asked: set[Subject] = set()
+        frontier = creating
+        while frontier:
+            asked |= frontier
+            rows = await conn.fetch(
+                "DELETE FROM parked_events WHERE (subject_type, subject_key) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[])) RETURNING event_id, "
+                "subject_type, subject_key, payload, topic, kafka_partition, kafka_offset",
+                [s.kind for s in frontier], [s.key for s in frontier],
+            )
+            revived: list[Incoming] = []
+            for r in sorted(rows, key=lambda r: (r["topic"], r["kafka_partition"],
+                                                 r["kafka_offset"])):
+                payload = bytes(r["payload"])
+                try:
+                    event = parse_event(payload)
+                except InvalidEventError as e:
+                    # Valid when parked, refused by today's rules: it cannot wait for ever.
+                    result.dead.append(DeadLetter(
+                        r["topic"], r["kafka_partition"], r["kafka_offset"], None, payload,
+                        f"parked event no longer valid: {e.reason}", event_id=r["event_id"],
+                        event_type=None))
+                    continue
+                inc = Incoming(event, r["topic"], r["kafka_partition"], r["kafka_offset"],
+                               payload)
+                revived.append(inc)
+                waiting.setdefault(Subject(r["subject_type"], r["subject_key"]), []).append(inc)
+            if not revived:
+                break
+            # Subjects these events create may be parked on by other consumers right now: lock
+            # them too (out of order, so PostgreSQL may report a deadlock: the batch retries).
+            more = {s for inc in revived for s in subjects_of(inc.event)}
+            await self._lock({s for s in more if not state.exists(s)}, conn)
+            await self._load(conn, state, more)
+            frontier = {s for inc in revived
+                        if (s := created_subject(inc.event)) is not None} - asked
+        return waiting
 
     async def _load(self, conn: asyncpg.Connection, state: BatchState,
                     subjects: set[Subject]) -> None:
@@ -179,43 +295,6 @@ class Store:
                 "FROM payments WHERE id = ANY($1::uuid[])", wanted["payment"])
             state.payments.update(dict.fromkeys(wanted["payment"]))
             state.payments.update({str(r["id"]): PaymentRow(**dict(r)) for r in rows})
-
-    async def _settle(self, conn: asyncpg.Connection, state: BatchState) -> list[uuid.UUID]:
-        """Apply parked events (earlier batches' and this one's) whose subject now exists.
-
-        Returns the ids of events taken out of `parked_events` and applied.
-        """
-        unparked: list[uuid.UUID] = []
-        while True:
-            ready = [(inc, s) for inc, s in state.to_park if state.exists(s)]
-            if ready:
-                state.to_park = [(inc, s) for inc, s in state.to_park if not state.exists(s)]
-                for inc, _ in ready:
-                    self.applier.apply(state, inc)
-                continue
-            created, state.created = state.created, []
-            if not created:
-                return unparked
-            rows = await conn.fetch(
-                "DELETE FROM parked_events WHERE (subject_type, subject_key) IN "
-                "(SELECT * FROM unnest($1::text[], $2::text[])) "
-                "RETURNING event_id, payload, topic, kafka_partition, kafka_offset",
-                [s.kind for s in created], [s.key for s in created],
-            )
-            if not rows:
-                continue
-            rows = sorted(rows, key=lambda r: (r["topic"], r["kafka_partition"],
-                                               r["kafka_offset"]))
-            revived = [Incoming(parse_event(r["payload"]), r["topic"], r["kafka_partition"],
-                                r["kafka_offset"], r["payload"]) for r in rows]
-            # Subjects these events create may be parked on by other consumers right now: lock
-            # them too (out of order, so PostgreSQL may report a deadlock: the batch retries).
-            more = {s for inc in revived for s in subjects_of(inc.event)}
-            await self._lock({s for s in more if not state.exists(s)}, conn)
-            await self._load(conn, state, more)
-            unparked.extend(r["event_id"] for r in rows)
-            for inc in revived:
-                self.applier.apply(state, inc)
 
     async def _flush(self, conn: asyncpg.Connection, state: BatchState,
                      unparked: list[uuid.UUID]) -> None:

@@ -38,6 +38,7 @@ from finpass_pipeline.events import (
     Actor,
     Event,
     EventBase,
+    invalid_event,
     message_key,
     serialize_event,
     topic_suffix,
@@ -117,18 +118,7 @@ def new_event(
     try:
         return EVENT_ADAPTER.validate_python(envelope)
     except ValidationError as e:
-        raise InvalidEvent(_reason(e)) from e
-
-
-def _reason(error: ValidationError) -> str:
-    first = error.errors(include_url=False)[0]
-    location = [str(part) for part in first["loc"]]
-    if location and location[0] in EVENT_TYPES:
-        location = location[1:]  # the union's tag, not a field of the event
-    more = error.error_count() - 1
-    return f"{'.'.join(location) or 'event'}: {first['msg']}" + (
-        f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    )
+        raise InvalidEvent(invalid_event(e).reason) from e
 
 
 class _CachedMurmur2Partitioner:

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from consumers.daemon import ConsumerDaemon
-from finpass_pipeline.events import serialize_event
+from finpass_pipeline.events import message_key, serialize_event
 from finpass_pipeline.settings import Settings
 from tests.builders import ev, initiated, issued, registered
 from tests.pipeline_support import (
@@ -98,7 +98,7 @@ async def test_malformed_corpus_dead_lettered_valid_events_flow(settings: Settin
         messages.append(("payments", str(valid[i].data.payment_id).encode(),  # type: ignore[attr-defined]
                          serialize_event(valid[i])))
         messages.append((topic, b"poison", raw))
-    messages.append(("payments", b"last", serialize_event(valid[-1])))
+    messages.append(("payments", message_key(valid[-1]), serialize_event(valid[-1])))
     await send_raw(settings, messages)
     async with running_daemon(settings):
         await wait_caught_up(settings, len(messages))
@@ -154,7 +154,7 @@ async def test_database_rejection_is_isolated_by_bisection(settings: Settings) -
     assert len(dead_ids) == 2
     assert len(dead_ids & {first_tx.event_id, dup_tx.event_id}) == 1
     assert len(dead_ids & {first_jwt.event_id, dup_jwt.event_id}) == 1
-    assert all(d["reason"].startswith("database rejected the event") for d in dead)
+    assert all(d["reason"].startswith("could not apply the event: SQLSTATE 2") for d in dead)
     statuses = {r["id"]: r["status"] for r in await fetch(
         settings.database_url, "SELECT id, status FROM payments")}
     loser = p1 if first_tx.event_id in dead_ids else p2

@@ -138,7 +138,8 @@ async def _seed(conn: Any) -> None:
     await conn.executemany(
         "INSERT INTO audit_events (event_type, user_id_hash, ip_address, resource_type,"
         " resource_id, action, outcome, severity, correlation_id, created_at, occurred_at)"
-        " VALUES ($1, $2, $3, $4, $5, 'X', $6, $7, $8, $9, $9)", AUDIT)
+        " VALUES ($1, $2, $3, $4, $5, 'X', $6, $7, $8, $9, $9)",
+        sorted(AUDIT, key=lambda a: a[8]))  # committed in time order, as a real log is
 
 
 @pytest.fixture(scope="module")
@@ -675,3 +676,29 @@ async def test_datagen_loads_exact_counts_of_consistent_rows(fresh_db: str) -> N
         await conn.close()
     with pytest.raises(DatagenError, match="not empty"):
         await generate(fresh_db, sizes, b"test-key", "k1")
+
+
+async def test_audit_listings_are_in_commit_order_not_by_id(fresh_db: str) -> None:
+    """Rows committed together share created_at: listings follow the commit (audit_seq), not
+    the random row id (CONTRACT.md §5 "Audit order"). Ids are chosen descending here, so an
+    ORDER BY created_at, id would list them backwards."""
+    await migrate(fresh_db)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        if await conn.fetchval("SELECT to_regproc('audit_ensure_partitions')") is not None:
+            await conn.execute("SELECT audit_ensure_partitions(0, $1, now())", ago(10))
+        at = ago(1)
+        rows = [(UUID(int=(15 - i) << 120), f"step-{i}") for i in range(12)]
+        await conn.executemany(
+            "INSERT INTO audit_events (id, event_type, user_id_hash, resource_type, action,"
+            " outcome, severity, correlation_id, description, created_at, occurred_at)"
+            " VALUES ($1, 'USER_SEEN', $3, 'USER', 'X', 'SUCCESS', 'INFO', 'one-batch', $2,"
+            " $4, $4)", [(i, d, H1, at) for i, d in rows])
+        timeline = await conn.fetch("SELECT description FROM analyst.user_timeline($1)", H1)
+        assert [r["description"] for r in timeline] == [d for _, d in rows]
+        trail = await conn.fetch("SELECT event_type FROM analyst.correlation_trail('one-batch')")
+        assert len(trail) == len(rows)
+        ordered = await conn.fetch("SELECT id FROM audit_events ORDER BY audit_seq")
+        assert [r["id"] for r in ordered] == [i for i, _ in rows]
+    finally:
+        await conn.close()
