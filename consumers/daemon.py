@@ -99,6 +99,10 @@ class ConsumerDaemon:
         """Called with each committed sub-batch's records (the bench measures latency here)."""
         self._committed: dict[tuple[str, int], int] = {}
         self._published: set[tuple[str, int, int, str]] = set()
+        # Where the next fetch of each partition should start: the seek position, then just
+        # after the last record fetched. A fetched run that starts there is decoded ahead, while
+        # the batch before it commits; any other (fetched before a seek) is left undecoded.
+        self._fetch_next: dict[tuple[str, int], int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -223,6 +227,7 @@ class ConsumerDaemon:
             offset = stored.next_offset if stored is not None else beginning[tp]
             self.consumer.seek(tp, offset)
             self.expected[(tp.topic, tp.partition)] = offset
+            self._fetch_next[(tp.topic, tp.partition)] = offset
         self.healthy = True
         log.info("partitions_assigned", partitions=len(assigned), from_database=len(progress))
 
@@ -247,16 +252,24 @@ class ConsumerDaemon:
         log.info("draining_done", note="stopping: last batch committed, leaving the group")
         return 0
 
-    async def _next_batch(self) -> list[ConsumerRecord]:
+    async def _next_batch(self) -> list[tuple[ConsumerRecord, Record | None]]:
         """Poll one batch, users' topic first, then credentials, payments, security: a subject
-        created in the batch exists before the events that need it. Not decoded yet: a record
-        fetched before the seek to the database's offset is dropped unread (`_in_sequence`)."""
+        created in the batch exists before the events that need it. Records that continue where
+        the last fetch ended are decoded now; others wait for `_in_sequence`, so a record
+        fetched before the seek to the database's offset is dropped unread."""
         batch = await self._poll()
         order = self._topic_order
-        return [rec for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9), t.partition))
-                for rec in batch[tp]]
+        out: list[tuple[ConsumerRecord, Record | None]] = []
+        for tp in sorted(batch, key=lambda t: (order.get(t.topic, 9), t.partition)):
+            records = batch[tp]
+            key = (tp.topic, tp.partition)
+            contiguous = self._fetch_next.get(key) == records[0].offset
+            self._fetch_next[key] = records[-1].offset + 1
+            decode = self.planner.decode if contiguous else None
+            out.extend((rec, decode(rec) if decode else None) for rec in records)
+        return out
 
-    async def _commit_batch(self, fetched: list[ConsumerRecord],
+    async def _commit_batch(self, fetched: list[tuple[ConsumerRecord, Record | None]],
                             stop: asyncio.Event) -> int | None:
         """Commit one fetched batch; returns an exit code when the daemon must stop."""
         assert self.consumer is not None  # noqa: S101
@@ -264,7 +277,7 @@ class ConsumerDaemon:
             in_order = await self._in_sequence(fetched)
             if not in_order:
                 return None
-            planned = [self.planner.decode(rec) for rec in in_order]
+            planned = [r if r is not None else self.planner.decode(rec) for rec, r in in_order]
             started = time.monotonic()
             if not await self._commit_with_retry(planned, stop):
                 log.warning("shutdown_during_retry",
@@ -282,12 +295,13 @@ class ConsumerDaemon:
             return 1
         return None
 
-    async def _in_sequence(self, planned: list[ConsumerRecord]) -> list[ConsumerRecord]:
+    async def _in_sequence(self, planned: list[tuple[ConsumerRecord, Record | None]]
+                           ) -> list[tuple[ConsumerRecord, Record | None]]:
         """Keep each partition's records only if they start at the expected offset."""
         assert self.consumer is not None  # noqa: S101
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         first: dict[tuple[str, int], int] = {}
-        for r in planned:
+        for r, _ in planned:
             first.setdefault((r.topic, r.partition), r.offset)
         accepted: set[tuple[str, int]] = set()
         for key, offset in first.items():
@@ -309,7 +323,8 @@ class ConsumerDaemon:
             log.info("refetching", partition=f"{key[0]}[{key[1]}]", fetched_from=offset,
                      expected=expected)
             self.consumer.seek(tp, expected)
-        return [r for r in planned if (r.topic, r.partition) in accepted]
+            self._fetch_next[key] = expected
+        return [(r, d) for r, d in planned if (r.topic, r.partition) in accepted]
 
     async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         """One poll batch: wait up to 200 ms for data, then top up for at most FILL_WINDOW_S
