@@ -41,8 +41,6 @@ CONFIGURATION_SQLSTATE_CLASSES = ("28", "3D", "42", "55", "F0", "XX")
 
 def is_transient(error: BaseException) -> bool:
     """True when retrying the same work later can succeed."""
-    if isinstance(error, asyncpg.DataError):
-        return False  # the client could not encode a value: the data, not the connection
     if isinstance(error, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
                           asyncpg.exceptions.ConnectionDoesNotExistError)):
         return True
