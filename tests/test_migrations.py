@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -604,3 +605,50 @@ async def test_unreachable_database_is_a_migration_error() -> None:
     with pytest.raises(MigrationError, match=where) as caught:
         await migrate(dsn)
     assert "secret" not in str(caught.value)
+
+
+async def test_v12_numbers_existing_audit_rows_and_undoes_exactly(fresh_db: str) -> None:
+    """An upgraded log gets audit_seq in its best surviving order (created_at, chain_id,
+    chain_seq, id), new rows continue after it, and U12 leaves the V11 catalog."""
+    await migrate(fresh_db, target=11)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await conn.execute("SELECT audit_ensure_partitions(0, '2026-11-01'::timestamptz, now())")
+        at = "2026-11-30T12:00:00Z"
+        rows = [  # (id, chain_id, chain_seq, created_at): inserted out of order on purpose
+            ("00000000-0000-0000-0000-00000000000c", "c:0", 2, at),
+            ("00000000-0000-0000-0000-00000000000a", "c:1", 1, at),
+            ("00000000-0000-0000-0000-00000000000b", "c:0", 1, at),
+            ("00000000-0000-0000-0000-000000000001", None, None, "2026-11-30T13:00:00Z"),
+            ("00000000-0000-0000-0000-0000000000ff", None, None, "2026-11-30T11:00:00Z"),
+        ]
+        for rid, chain, seq, created in rows:
+            await conn.execute(
+                "INSERT INTO audit_events (id, event_type, action, outcome, severity, chain_id,"
+                " chain_seq, row_hash, created_at) VALUES ($1, 'USER_SEEN', 'SEEN', 'SUCCESS',"
+                " 'INFO', $2, $3, CASE WHEN $2::text IS NULL THEN NULL ELSE repeat('0', 64) END,"
+                " $4::text::timestamptz)", uuid.UUID(rid), chain, seq, created)
+        await conn.execute(
+            "INSERT INTO processed_events (event_id, event_type, topic, kafka_partition,"
+            " kafka_offset, state) VALUES (gen_random_uuid(), 'user.seen', 't', 0, 0, 'APPLIED')")
+        catalog_v11 = await _catalog(fresh_db)
+
+        assert await migrate(fresh_db, target=12) == [12]
+        ordered = [str(r["id"])[-2:] for r in await conn.fetch(
+            "SELECT id FROM audit_events ORDER BY audit_seq")]
+        assert ordered == ["ff", "0b", "0c", "0a", "01"]
+        assert await conn.fetchval("SELECT max(audit_seq) FROM audit_events") == 5
+        await conn.execute(
+            "INSERT INTO audit_events (event_type, action, outcome, severity) VALUES "
+            "('USER_SEEN', 'SEEN', 'SUCCESS', 'INFO')")
+        assert await conn.fetchval("SELECT max(audit_seq) FROM audit_events") == 6
+        assert await conn.fetchval(
+            "SELECT count(*) FROM processed_events WHERE content_digest IS NULL") == 1
+        # Still append-only after the one-off numbering.
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("UPDATE audit_events SET audit_seq = 0")
+        assert await rollback(fresh_db, to=11) == [12]
+        assert await _catalog(fresh_db) == catalog_v11
+        assert await migrate(fresh_db, target=12) == [12]
+    finally:
+        await conn.close()
