@@ -23,6 +23,7 @@ from pydantic import (
 from finpass_pipeline.money import Money, check_total
 from finpass_pipeline.wire_types import (
     JSON_VALUE_PLACEHOLDER,
+    NO_NUL,
     Did,
     JsonObject,
     Jwt,
@@ -84,6 +85,7 @@ class Actor(BaseModel):
 def _unknown_fields_are_json(schema: dict[str, Any]) -> None:
     # Unknown `data` fields are kept in `metadata` (jsonb): any JSON value without U+0000.
     schema["additionalProperties"] = dict(JSON_VALUE_PLACEHOLDER)
+    schema["propertyNames"] = {"pattern": NO_NUL}
 
 
 class EventData(BaseModel):

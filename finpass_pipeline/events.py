@@ -11,6 +11,9 @@ Compatibility is additive: unknown envelope fields are ignored, unknown `data` f
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 import jiter
@@ -67,7 +70,7 @@ from finpass_pipeline.routing import (
     subject_did,
     topic_suffix,
 )
-from finpass_pipeline.wire_types import NO_NUL
+from finpass_pipeline.wire_types import NO_NUL, TIMESTAMP_PATTERN
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -177,9 +180,12 @@ SCHEMA_RULE: Final = "schema"
 SEMANTIC_RULES: Final[dict[str, str]] = {
     "byte-order-mark": "The message starts with a byte-order mark (RFC 8259 §8.1).",
     "duplicate-member": "A JSON object has the same member name twice.",
-    "json-text": "The bytes are not UTF-8 JSON text, or a string escapes a lone surrogate.",
-    "nesting-depth": "Objects and arrays are nested more than 200 deep (anywhere, even in "
-    "ignored fields).",
+    "json-text": "The bytes are not UTF-8 JSON text (empty, NaN or Infinity literals), a string "
+    "escapes a lone surrogate, or a number is beyond the double range (1e400).",
+    "nesting-depth": "Objects and arrays nest more than 200 levels inside the message's object "
+    "(anywhere, even in ignored fields).",
+    "timestamp-range": "A timestamp in years 0001-9999 as written leaves them in UTC "
+    "(9999-12-31T23:59:59-01:00).",
     "message-size": f"The message is larger than {MAX_EVENT_BYTES:,} bytes.",
     "money-spelling": "A money JSON number is written with more than two decimal places "
     "(`12.500`); JSON Schema sees only the value.",
@@ -208,6 +214,7 @@ class InvalidEventError(Exception):
 
 
 _BOM = b"\xef\xbb\xbf"
+TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
 
 
 def parse_event(raw: bytes) -> Event:
@@ -219,7 +226,7 @@ def parse_event(raw: bytes) -> Event:
     `Decimal` first (the rare path; see `finpass_pipeline.money`).
     """
     if not raw:
-        raise InvalidEventError("empty message")
+        raise InvalidEventError("empty message", "json-text")
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEventError(
             f"message is {len(raw)} bytes, larger than the limit of {MAX_EVENT_BYTES}",
@@ -228,11 +235,12 @@ def parse_event(raw: bytes) -> Event:
     if raw.startswith(_BOM):
         raise InvalidEventError("message starts with a byte-order mark", "byte-order-mark")
     try:
-        document = jiter.from_json(raw, catch_duplicate_keys=True)
+        document = jiter.from_json(raw, catch_duplicate_keys=True, allow_inf_nan=False)
     except ValueError as e:
         raise _not_json(raw, str(e)) from None
     data = document.get("data") if isinstance(document, dict) else None
-    if isinstance(data, dict) and any(type(data.get(name)) is float for name in MONEY_FIELDS):
+    if (isinstance(data, dict) and document.get("event_type") == "payment.initiated"
+            and any(type(data.get(name)) is float for name in MONEY_FIELDS)):
         exact = jiter.from_json(raw, float_mode="decimal")["data"]
         for name in MONEY_FIELDS:
             if type(data.get(name)) is float:
@@ -245,7 +253,24 @@ def parse_event(raw: bytes) -> Event:
     # data fields) need a walk, and JSON can only carry a NUL escaped, so look for that first.
     if b"\\u0000" in raw:
         _refuse_nul(event)
+    # jiter reads a number beyond the double range as inf, which would be stored as null.
+    if _HUGE_NUMBER.search(raw) and _has_infinity(document):
+        raise InvalidEventError("a number is beyond the double range", "json-text")
     return event
+
+
+_HUGE_NUMBER = re.compile(rb"[0-9][eE]\+?[0-9]{3}|[0-9]{300}")
+"""Cheap pre-check: only such a spelling can overflow a double."""
+
+
+def _has_infinity(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isinf(value)
+    if isinstance(value, dict):
+        return any(_has_infinity(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_infinity(v) for v in value)
+    return False
 
 
 def _not_json(raw: bytes, error: str) -> InvalidEventError:
@@ -319,12 +344,25 @@ def _invalid(raw: bytes, errors: list[ErrorDetails]) -> InvalidEventError:
         "pattern"
     ) == NO_NUL:
         first = {**first, "msg": "NUL character (\\u0000) not allowed"}
+    elif first["type"] == "timestamp" and _beyond_utc_range(first["input"]):
+        rule = "timestamp-range"
     elif first["type"] == MONEY_ERROR:
         why = explain(first["input"])
         first = {**first, "msg": why}
         if why.endswith("(as written)"):
             rule = "money-spelling"
     return InvalidEventError(_reason(raw, [first, *errors[1:]]), rule)
+
+
+def _beyond_utc_range(value: Any) -> bool:
+    # Valid as written (pattern and calendar) but outside 0001-9999 once converted to UTC.
+    if not isinstance(value, str) or not TIMESTAMP_RE.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False  # Feb 30 and the like: the schema's date-time format refuses those too
+    return value[:4] in ("0001", "9999")
 
 
 def _reason(raw: bytes, errors: list[ErrorDetails]) -> str:
