@@ -900,9 +900,11 @@ def _byte_mutations() -> Iterator[ByteMutation]:
         raw = splice("payment.initiated", ("data", "amount"), literal)
         name = f"json-text: {literal.decode()} in data.amount"
         yield ByteMutation(name, raw, "json-text")
-    for path in [("data", "x_newer"), ("data", "metadata", "k"), ("x_ignored",)]:
-        raw = splice("user.registered", path, b"1e400")
-        yield ByteMutation(f"json-text: 1e400 in {'.'.join(path)}", raw, "json-text")
+    # Only where it would be stored: an ignored field's 1e400 is never read back.
+    for path, text in [(("data", "x_newer"), b"1e400"), (("data", "metadata", "k"), b"-1e400"),
+                       (("data", "x_newer"), b'[1, {"a": 1' + b"0" * 400 + b'.5}]')]:
+        raw = splice("user.registered", path, text)
+        yield ByteMutation(f"json-text: {text[:12]!r} in {'.'.join(path)}", raw, "json-text")
     # Valid as written, outside years 0001-9999 once in UTC: JSON Schema cannot convert.
     for stamp in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
         raw = splice("user.seen", ("occurred_at",), json.dumps(stamp).encode())
