@@ -279,6 +279,7 @@ class ConsumerDaemon:
                 return None
             planned = [r if r is not None else self.planner.decode(rec) for rec, r in in_order]
             started = time.monotonic()
+            self._published = set()  # per batch: its retries and bisection send each once
             if not await self._commit_with_retry(planned, stop):
                 log.warning("shutdown_during_retry",
                             note="batch not applied; it is re-read on restart")
@@ -350,7 +351,6 @@ class ConsumerDaemon:
         delay = 0.5
         while True:
             try:
-                self._published = set()
                 await self._commit_isolating(planned)
             except Exception as e:  # noqa: BLE001 -- see below
                 # Whatever reaches here is not one message's fault (those are dead-lettered

@@ -255,9 +255,8 @@ def parse_event(raw: bytes) -> Event:
         _refuse_nul(event)
     # jiter reads a number beyond the double range as inf, which would be stored as null. Only
     # free-form values can hold one (money is re-read exactly; ignored fields are not stored).
-    free = event.data.model_extra
-    if (free or getattr(event.data, "metadata", None)) and _has_infinity(
-            [free, getattr(event.data, "metadata", None)]):
+    free = [event.data.model_extra, getattr(event.data, "metadata", None)]
+    if any(free) and _has_infinity(free):
         raise InvalidEventError("a number is beyond the double range", "json-text")
     return event
 

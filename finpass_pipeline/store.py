@@ -155,8 +155,8 @@ class Store:
         unparked = [inc.event.event_id for queue in waiting.values() for inc in queue]
         for inc in claimed:
             self._apply_in_order(state, inc, waiting)
-        # Revived events whose subject was not created after all (its creator was rejected)
-        # go back to waiting, as they were.
+        # Still waiting: parked in this batch, or revived but their subject was not created after
+        # all (its creator was rejected). They are parked (again).
         for subject, queue in waiting.items():
             state.to_park.extend((inc, subject) for inc in queue)
         still = {inc.event.event_id for inc, _ in state.to_park}
@@ -170,15 +170,15 @@ class Store:
     def _apply_in_order(self, state: BatchState, inc: Incoming,
                         waiting: dict[Subject, list[Incoming]]) -> None:
         """Apply `inc`, then at once every event waiting on a subject it created, recursively:
-        parked in earlier transactions first (lower offsets), then parked earlier in this one."""
+        parked in earlier transactions first (revived into `waiting` before the loop, lower
+        offsets), then parked earlier in this one (appended to `waiting` here)."""
         if self.applier.apply(state, inc) == "PARKED":
+            _, subject = state.to_park.pop()  # the entry apply() just added
+            waiting.setdefault(subject, []).append(inc)
             return
         while state.created:
             subject = state.created.pop(0)
-            queue = waiting.pop(subject, [])
-            queue += [i for i, s in state.to_park if s == subject]
-            state.to_park = [(i, s) for i, s in state.to_park if s != subject]
-            for ready in queue:
+            for ready in waiting.pop(subject, []):
                 self._apply_in_order(state, ready, waiting)
 
     def _duplicate(self, result: BatchResult, inc: Incoming, *, same: bool) -> None:
