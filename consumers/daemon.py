@@ -1,7 +1,7 @@
 """`finpass-pipeline consume`: the consumer daemon.
 
 One consumer group over the four domain topics. Each poll batch becomes one database transaction
-(`finpass_pipeline.store`) holding the domain rows, one audit row per applied event, the dead
+(`consumers.store`) holding the domain rows, one audit row per applied event, the dead
 letters and the consumed offsets; Kafka's commit follows the database's. On partition assignment
 the consumer seeks to the offsets the database holds, so a crash at any instant neither loses nor
 repeats an effect.
@@ -22,10 +22,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
-from consumers.batch import Plan, Planner, Record
-from finpass_pipeline.apply import Applier
-from finpass_pipeline.audit import Pseudonymizer
-from finpass_pipeline.audit_chain import PARTITIONS_AHEAD, AuditWriter
+from consumers.apply import Applier
+from consumers.planner import Plan, Planner, Record
+from consumers.store import BatchResult, DeadLetter, Store
+from finpass_pipeline.audit.chain import PARTITIONS_AHEAD, AuditWriter
+from finpass_pipeline.audit.record import Pseudonymizer
 from finpass_pipeline.db import (
     MAX_BACKOFF_S,
     Stopped,
@@ -45,7 +46,6 @@ from finpass_pipeline.kafka import (
 )
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
 from finpass_pipeline.settings import Settings
-from finpass_pipeline.store import BatchResult, DeadLetter, Store
 
 log = structlog.get_logger("finpass.consumer")
 

@@ -36,7 +36,7 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
 # --- dev stack -------------------------------------------------------------------------------
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.devstack import DevStack, DevStackError
+    from finpass_pipeline.dev.stack import DevStack, DevStackError
 
     stack = DevStack(settings)
     try:
@@ -105,7 +105,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.jsonschema_export import export_schemas
+    from finpass_pipeline.events.schema_export import export_schemas
 
     written = export_schemas(Path(args.directory))
     _say(f"wrote {len(written)} JSON Schema file(s) to {args.directory}")
@@ -124,7 +124,7 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.demo_job import run_demo
+    from finpass_pipeline.dev.demo import run_demo
 
     return asyncio.run(run_demo(settings, args.count, args.users, args.seed, args.rate))
 
@@ -132,7 +132,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from finpass_pipeline.bench import Bench, render
+    from finpass_pipeline.dev.bench import Bench, render
     from finpass_pipeline.logs import configure_logging
 
     configure_logging(settings.log_format, "warning")
@@ -154,7 +154,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.demo_job import print_summary, summarize
+    from finpass_pipeline.dev.demo import print_summary, summarize
 
     print_summary(asyncio.run(summarize(settings)))
     return EXIT_OK
@@ -163,8 +163,8 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_produce_demo(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka.errors import KafkaError
 
+    from finpass_pipeline.dev.produce import produce_demo
     from finpass_pipeline.kafka import ensure_topics
-    from producers.demo import produce_demo
     from producers.errors import PublishError
 
     async def create_topics_then_produce() -> None:
@@ -207,19 +207,19 @@ def _window(text: str) -> timedelta:
 # --- analyst reports (docs/analyst.md) -------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.reports import run_cli
+    from finpass_pipeline.analyst.reports import run_cli
 
     return run_cli(args, settings)
 
 
 def cmd_datagen(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.datagen import run_cli
+    from finpass_pipeline.dev.datagen import run_cli
 
     return run_cli(args, settings)
 
 
 def cmd_report_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.report_bench import run_cli
+    from finpass_pipeline.dev.report_bench import run_cli
 
     return run_cli(args, settings)
 
@@ -227,7 +227,7 @@ def cmd_report_bench(args: argparse.Namespace, settings: Settings) -> int:
 # --- the audit log (docs/audit.md) -----------------------------------------------------------
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.audit_cli import cmd_audit as run_audit
+    from finpass_pipeline.audit.cli import cmd_audit as run_audit
 
     return run_audit(args, settings)
 

@@ -11,14 +11,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finpass_pipeline.apply import (
+from consumers.apply import (
     CREDENTIAL_TRANSITIONS,
     PAYMENT_TRANSITIONS,
     Applier,
     BatchState,
     Incoming,
 )
-from finpass_pipeline.audit import Pseudonymizer
+from finpass_pipeline.audit.record import Pseudonymizer
 from finpass_pipeline.events import EventBase
 from tests.builders import ev, initiated, issued, registered
 

@@ -20,18 +20,18 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from finpass_pipeline import audit_cli
-from finpass_pipeline.apply import Applier, BatchState, Incoming
-from finpass_pipeline.audit import AuditRow, Pseudonymizer
-from finpass_pipeline.audit_chain import (
+from consumers.apply import Applier, BatchState, Incoming
+from finpass_pipeline.audit import cli as audit_cli
+from finpass_pipeline.audit.chain import (
     CANONICAL_COLUMNS,
     ZERO_HASH,
     AuditWriter,
     canonical,
     row_hash,
 )
-from finpass_pipeline.audit_retention import run_retention
-from finpass_pipeline.audit_verify import verify
+from finpass_pipeline.audit.record import AuditRow, Pseudonymizer
+from finpass_pipeline.audit.retention import run_retention
+from finpass_pipeline.audit.verify import verify
 from finpass_pipeline.migrations import migrate, rollback
 from finpass_pipeline.settings import ConfigError, Settings
 from tests.builders import ev, initiated, registered

@@ -33,9 +33,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumers.batch import Record
+from consumers.apply import CREDENTIAL_TRANSITIONS
 from consumers.daemon import ConsumerDaemon
-from finpass_pipeline.apply import CREDENTIAL_TRANSITIONS
+from consumers.planner import Record
 from finpass_pipeline.events import EventBase, message_key, serialize_event
 from finpass_pipeline.settings import Settings
 from tests.builders import T0, ev, initiated, issued, registered

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from finpass_pipeline.dev.produce import produce_demo
 from finpass_pipeline.events import (
     EVENT_TYPES,
     EventBase,
@@ -23,7 +24,6 @@ from finpass_pipeline.events import (
 )
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.settings import Settings
-from producers.demo import produce_demo
 from producers.demo_stream import demo_events
 from tests.test_publisher import read_topics
 

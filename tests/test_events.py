@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from finpass_pipeline.event_models import UserKycVerifiedData, UserSeenData
 from finpass_pipeline.events import (
     DEAD_LETTER_SUFFIX,
     DOMAIN_TOPIC_SUFFIXES,
@@ -39,7 +38,8 @@ from finpass_pipeline.events import (
     subject_did,
     topic_suffix,
 )
-from finpass_pipeline.money import explain as explain_money
+from finpass_pipeline.events.models import UserKycVerifiedData, UserSeenData
+from finpass_pipeline.events.money import explain as explain_money
 from tests import factories
 from tests.factories import FACTORIES
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from finpass_pipeline.devstack import DevStack
+from finpass_pipeline.dev.stack import DevStack
 from finpass_pipeline.settings import Settings
 from tests.pipeline_support import (
     count,

@@ -13,8 +13,8 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from finpass_pipeline.devstack import kafka as local_kafka
-from finpass_pipeline.devstack import postgres as local_pg
+from finpass_pipeline.dev.stack import local_kafka
+from finpass_pipeline.dev.stack import local_postgres as local_pg
 from finpass_pipeline.settings import Settings
 from tests.services import Services
 

@@ -15,8 +15,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from finpass_pipeline.events import EVENT_TYPES, InvalidEventError, parse_event, serialize_event
-from finpass_pipeline.jsonschema_export import export_schemas
-from finpass_pipeline.wire_types import JSON_VALUE_DEF
+from finpass_pipeline.events.schema_export import export_schemas
+from finpass_pipeline.events.wire_types import JSON_VALUE_DEF
 from tests.factories import FACTORIES, payment_initiated, user_registered
 
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "schemas"

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.batch import REASON_MAX_CHARS, Planner, clean_reason
+from consumers.planner import REASON_MAX_CHARS, Planner, clean_reason
 from finpass_pipeline.events import message_key, serialize_event
 from tests.factories import FACTORIES
 

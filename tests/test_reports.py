@@ -27,10 +27,10 @@ import asyncpg
 import pytest
 
 from finpass_pipeline import cli
-from finpass_pipeline.datagen import DatagenError, Sizes, generate
+from finpass_pipeline.analyst.definitions import BY_NAME, REPORTS, resolve
+from finpass_pipeline.analyst.reports import connect, fetch
+from finpass_pipeline.dev.datagen import DatagenError, Sizes, generate
 from finpass_pipeline.migrations import SCHEMA_DIR, migrate, rollback
-from finpass_pipeline.report_defs import BY_NAME, REPORTS, resolve
-from finpass_pipeline.reports import connect, fetch
 from tests.pipeline_support import scratch_database
 from tests.services import Services
 

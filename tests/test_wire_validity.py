@@ -53,8 +53,8 @@ from finpass_pipeline.events import (
     parse_event,
     serialize_event,
 )
-from finpass_pipeline.money import MONEY_FIELDS
-from finpass_pipeline.wire_types import (
+from finpass_pipeline.events.money import MONEY_FIELDS
+from finpass_pipeline.events.wire_types import (
     JSON_VALUE_DEF,
     JSON_VALUE_SCHEMA,
     NO_NUL,

@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.audit_verify import Head
+from finpass_pipeline.audit.verify import Head
 
 FORMAT = "finpass-audit-checkpoint/1"
 

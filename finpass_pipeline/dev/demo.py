@@ -134,7 +134,7 @@ def stop_consumer(consumer: subprocess.Popen[bytes]) -> int:
 
 async def run_demo(settings: Settings, count: int, users: int, seed: int | None,
                    rate: float) -> int:
-    from producers.demo import produce_demo
+    from finpass_pipeline.dev.produce import produce_demo
 
     applied = await migrate(settings.database_url)
     print(f"migrations: applied {applied or 'none (up to date)'}")

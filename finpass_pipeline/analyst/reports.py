@@ -28,7 +28,7 @@ from uuid import UUID
 
 import asyncpg
 
-from finpass_pipeline.report_defs import (
+from finpass_pipeline.analyst.definitions import (
     BY_NAME,
     RELATIVE_TIME,
     REPORTS,

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.report_defs import (
+from finpass_pipeline.analyst.definitions import (
     AGGREGATE_GOAL_MS,
     BY_NAME,
     LOOKUP_GOAL_MS,
@@ -32,7 +32,7 @@ from finpass_pipeline.report_defs import (
     Report,
     resolve,
 )
-from finpass_pipeline.reports import connect, fetch
+from finpass_pipeline.analyst.reports import connect, fetch
 from finpass_pipeline.settings import Settings
 
 BIG_TABLES = frozenset({"users", "credentials", "credential_status", "payments", "audit_events"})

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from finpass_pipeline.events import EVENT_ADAPTER, EVENT_TYPES
-from finpass_pipeline.wire_types import JSON_VALUE_DEF, JSON_VALUE_PLACEHOLDER, JSON_VALUE_SCHEMA
+from finpass_pipeline.events.wire_types import (
+    JSON_VALUE_DEF,
+    JSON_VALUE_PLACEHOLDER,
+    JSON_VALUE_SCHEMA,
+)
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

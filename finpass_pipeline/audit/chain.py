@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.audit import AUDIT_COLUMNS, AuditRow
+from finpass_pipeline.audit.record import AUDIT_COLUMNS, AuditRow
 
 ZERO_HASH = "0" * 64
 """The `prev_row_hash` of a chain's first row."""

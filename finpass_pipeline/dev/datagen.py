@@ -9,7 +9,7 @@ their lifecycle (PENDING → AUTHORIZED → CAPTURED → REFUNDED, FAILED, CANCE
 touched, `user_id_hash` = HMAC of the DID under the configured key) plus logins, failed logins
 (with brute-force and credential-stuffing bursts), `user.seen` and rejected transitions.
 
-The rows come from `finpass_pipeline.datagen_rows` (pure and seeded); this module loads them.
+The rows come from `finpass_pipeline.dev.synthetic` (pure and seeded); this module loads them.
 Everything is streamed with COPY (text format) in one transaction — an interrupted run leaves
 nothing — then VACUUM ANALYZE (statistics, visibility map) and `analyst.refresh_rollups(true)`.
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.datagen_rows import Generator, Sizes
+from finpass_pipeline.dev.synthetic import Generator, Sizes
 from finpass_pipeline.settings import Settings
 
 __all__ = ["DatagenError", "Progress", "Result", "Sizes", "generate", "run_cli"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.audit_chain import CANONICAL_COLUMNS, ZERO_HASH, canonical, row_hash
+from finpass_pipeline.audit.chain import CANONICAL_COLUMNS, ZERO_HASH, canonical, row_hash
 
 _ID, _SEQ, _HASH = 0, CANONICAL_COLUMNS.index("chain_seq"), len(CANONICAL_COLUMNS)
 _SELECT = f"SELECT {', '.join(CANONICAL_COLUMNS)}, row_hash FROM audit_events"

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from finpass_pipeline.devstack.proc import DevStackError, port_open, tail
+from finpass_pipeline.dev.stack.proc import DevStackError, port_open, tail
 
 HOST = "127.0.0.1"
 PORT = 5432

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from finpass_pipeline.devstack.kafka import LocalKafka
-from finpass_pipeline.devstack.postgres import LocalPostgres
-from finpass_pipeline.devstack.proc import DevStackError, port_open
+from finpass_pipeline.dev.stack.local_kafka import LocalKafka
+from finpass_pipeline.dev.stack.local_postgres import LocalPostgres
+from finpass_pipeline.dev.stack.proc import DevStackError, port_open
 from finpass_pipeline.settings import Settings
 
 __all__ = ["DevStack", "DevStackError", "dev_home"]

@@ -20,7 +20,7 @@ import jiter
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from finpass_pipeline.event_models import (
+from finpass_pipeline.events.models import (
     Actor,
     CredentialExpired,
     CredentialExpiredData,
@@ -61,8 +61,8 @@ from finpass_pipeline.event_models import (
     UserStatusChanged,
     UserStatusChangedData,
 )
-from finpass_pipeline.money import MONEY_ERROR, MONEY_FIELDS, MONEY_TOTAL, explain
-from finpass_pipeline.routing import (
+from finpass_pipeline.events.money import MONEY_ERROR, MONEY_FIELDS, MONEY_TOTAL, explain
+from finpass_pipeline.events.routing import (
     DEAD_LETTER_SUFFIX,
     DOMAIN_TOPIC_SUFFIXES,
     audit_event_type,
@@ -70,7 +70,7 @@ from finpass_pipeline.routing import (
     subject_did,
     topic_suffix,
 )
-from finpass_pipeline.wire_types import NO_NUL, TIMESTAMP_PATTERN
+from finpass_pipeline.events.wire_types import NO_NUL, TIMESTAMP_PATTERN
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -78,6 +78,7 @@ __all__ = [
     "EVENT_ADAPTER",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
+    "SCHEMA_RULE",
     "SEMANTIC_RULES",
     "Actor",
     "CredentialExpired",
@@ -223,7 +224,7 @@ def parse_event(raw: bytes) -> Event:
     jiter parses the text (refusing duplicate member names, lone surrogates and deep nesting, which
     the pydantic-core JSON reader lets through), then pydantic-core validates the Python objects
     natively. Money sent as a JSON number with a fraction is read again from the text as a
-    `Decimal` first (the rare path; see `finpass_pipeline.money`).
+    `Decimal` first (the rare path; see `finpass_pipeline.events.money`).
     """
     if not raw:
         raise InvalidEventError("empty message", "json-text")

@@ -61,8 +61,8 @@ async def _connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 async def verify(settings: Settings, since: datetime | None = None,
                  checkpoint: Path | None = None, say: Say = _out, err: Say = _err) -> int:
     """Walk every chain; print each chain's first break (exit 1) or a summary (exit 0)."""
-    from finpass_pipeline import audit_checkpoint
-    from finpass_pipeline.audit_verify import verify as walk
+    from finpass_pipeline.audit import checkpoint as audit_checkpoint
+    from finpass_pipeline.audit.verify import verify as walk
 
     signed = None
     if checkpoint is not None:
@@ -92,7 +92,7 @@ async def verify(settings: Settings, since: datetime | None = None,
 async def checkpoint(settings: Settings, out: Path | None = None, say: Say = _out,
                      err: Say = _err) -> int:
     """Export every chain head as JSON signed with FINPASS_AUDIT_CHECKPOINT_KEY."""
-    from finpass_pipeline import audit_checkpoint
+    from finpass_pipeline.audit import checkpoint as audit_checkpoint
 
     key = settings.checkpoint_key()
     async with _connect(settings) as conn:
@@ -117,7 +117,7 @@ async def checkpoint(settings: Settings, out: Path | None = None, say: Say = _ou
 async def retention(settings: Settings, dry_run: bool = False, say: Say = _out,
                     err: Say = _err) -> int:
     """Drop (or list) the oldest partitions whose rows are all past their retention."""
-    from finpass_pipeline.audit_retention import run_retention
+    from finpass_pipeline.audit.retention import run_retention
 
     async with _connect(settings) as conn:
         outcomes = await run_retention(conn, dry_run)
@@ -137,7 +137,7 @@ async def retention(settings: Settings, dry_run: bool = False, say: Say = _out,
 async def user(settings: Settings, did: str, fmt: str = "table", say: Say = _out,
                err: Say = _err) -> int:
     """Print the DID's audit trail under every known pseudonym key."""
-    from finpass_pipeline.audit_trail import pseudonyms, user_trail
+    from finpass_pipeline.audit.trail import pseudonyms, user_trail
 
     keys = settings.hash_keys()
     async with _connect(settings) as conn:
@@ -177,7 +177,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(retention(settings, args.dry_run))
         if action == "user":
             return asyncio.run(user(settings, args.did, args.format))
-        from finpass_pipeline.audit_bench import run_bench
+        from finpass_pipeline.dev.audit_bench import run_bench
 
         return asyncio.run(run_bench(settings, args.events, args.users, args.seed, args.rounds))
     except AuditCommandError as e:

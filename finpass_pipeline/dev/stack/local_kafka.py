@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from finpass_pipeline.devstack.proc import (
+from finpass_pipeline.dev.stack.proc import (
     DevStackError,
     cmdline,
     pid_alive,
@@ -91,7 +91,7 @@ def ensure_jars() -> Path:
         return libs
     if shutil.which("mvn") is None:
         raise DevStackError("Maven (mvn) not found: install it (`apt-get install -y maven`)")
-    pom = resources.files("finpass_pipeline.devstack").joinpath("kafka-pom.xml").read_text()
+    pom = resources.files("finpass_pipeline.dev.stack").joinpath("kafka-pom.xml").read_text()
     libs.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=libs.parent) as work:
         Path(work, "pom.xml").write_text(pom.replace("${kafka.version}", KAFKA_VERSION, 1))

@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from finpass_pipeline.money import Money, check_total
-from finpass_pipeline.wire_types import (
+from finpass_pipeline.events.money import Money, check_total
+from finpass_pipeline.events.wire_types import (
     JSON_VALUE_PLACEHOLDER,
     NO_NUL,
     Did,

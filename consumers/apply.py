@@ -16,7 +16,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from finpass_pipeline.audit import (
+from consumers.rows import CredentialRow, PaymentRow, SubjectKind, UserRow, user_id_for
+from finpass_pipeline.audit.record import (
     AUDIT_TEXT_WIDTHS,
     RETENTION_DAYS_DEFAULT,
     RETENTION_DAYS_SECURITY,
@@ -26,7 +27,6 @@ from finpass_pipeline.audit import (
     to_json,
 )
 from finpass_pipeline.events import audit_event_type
-from finpass_pipeline.rows import CredentialRow, PaymentRow, SubjectKind, UserRow, user_id_for
 
 # Payment status moves only forward (CONTRACT §3).
 PAYMENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {

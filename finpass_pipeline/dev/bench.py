@@ -30,14 +30,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from finpass_pipeline.apply import Applier, BatchState, Incoming
-from finpass_pipeline.audit import AUDIT_COLUMNS, Pseudonymizer
+from consumers.apply import Applier, BatchState, Incoming
+from consumers.rows import CredentialRow, PaymentRow, UserRow, values
+from consumers.store import PartitionProgress, Store, _credential_status_id
+from finpass_pipeline.audit.record import AUDIT_COLUMNS, Pseudonymizer
 from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.migrations import migrate
-from finpass_pipeline.rows import CredentialRow, PaymentRow, UserRow, values
 from finpass_pipeline.settings import Settings
-from finpass_pipeline.store import PartitionProgress, Store, _credential_status_id
 
 GOALS = {"vs_ceiling": 0.70, "vs_naive": 5.0, "p99_ms": 250.0, "rss_mb": 150.0}
 
@@ -306,7 +306,7 @@ class Bench:
         self.say("(a) database ceiling: COPY the same rows")
         r.db_ceiling_eps = await self.db_ceiling(messages)
         if self.prefill_audit:
-            from finpass_pipeline.datagen import Sizes, generate
+            from finpass_pipeline.dev.datagen import Sizes, generate
 
             self.say(f"prefilling audit_events with {self.prefill_audit:,} rows (datagen)")
             await generate(pipe.database_url, Sizes(users=1_000, credentials=0, payments=0,

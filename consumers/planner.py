@@ -15,9 +15,9 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from finpass_pipeline.apply import Incoming
+from consumers.apply import Incoming
+from consumers.store import DeadLetter, PartitionProgress, TopicPartition
 from finpass_pipeline.events import InvalidEventError, message_key, parse_event, topic_suffix
-from finpass_pipeline.store import DeadLetter, PartitionProgress, TopicPartition
 
 
 @dataclass(frozen=True, slots=True)

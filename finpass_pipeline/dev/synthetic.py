@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from finpass_pipeline.rows import user_id_for
+from consumers.rows import user_id_for
 
 DAY = 86_400.0
 NULL = "\\N"

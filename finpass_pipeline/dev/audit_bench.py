@@ -55,9 +55,9 @@ def _with_db(dsn: str, name: str) -> str:
 
 def hash_cost_us(events: list[Any], settings: Settings) -> float:
     """µs per audit row for the canonical encoding + SHA-256, on the rows `events` produce."""
-    from finpass_pipeline.apply import Applier, BatchState, Incoming
-    from finpass_pipeline.audit import Pseudonymizer
-    from finpass_pipeline.audit_chain import ZERO_HASH, _canonical_audit_row, ts_text
+    from consumers.apply import Applier, BatchState, Incoming
+    from finpass_pipeline.audit.chain import ZERO_HASH, _canonical_audit_row, ts_text
+    from finpass_pipeline.audit.record import Pseudonymizer
 
     applier = Applier(Pseudonymizer(b"bench-key", "k1"))
     state = BatchState()
@@ -79,7 +79,7 @@ class _Bench:
         self.prefix = f"abench{self.stamp}."
 
     async def produce(self, messages: list[tuple[str, bytes, bytes]]) -> None:
-        from finpass_pipeline.bench import produce_messages
+        from finpass_pipeline.dev.bench import produce_messages
 
         await produce_messages(self.base.model_copy(update={"topic_prefix": self.prefix}),
                                messages)
@@ -87,8 +87,8 @@ class _Bench:
     async def consume(self, name: str, chained: bool, n: int) -> tuple[float, float]:
         """Events/s of one run into a fresh database; and verify's rows/s when chained."""
         from consumers.daemon import ConsumerDaemon
-        from finpass_pipeline.audit_verify import verify
-        from finpass_pipeline.bench import wait_committed
+        from finpass_pipeline.audit.verify import verify
+        from finpass_pipeline.dev.bench import wait_committed
         from finpass_pipeline.migrations import migrate
 
         db = f"abench_{self.stamp}_{name}"

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.apply import (
+from consumers.apply import (
     Applier,
     BatchState,
     Incoming,
@@ -32,10 +32,10 @@ from finpass_pipeline.apply import (
     created_subject,
     subjects_of,
 )
-from finpass_pipeline.audit_chain import AuditWriter
+from consumers.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
+from finpass_pipeline.audit.chain import AuditWriter
 from finpass_pipeline.db import checked_out
 from finpass_pipeline.events import InvalidEventError, parse_event, serialize_event
-from finpass_pipeline.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
 
 TopicPartition = tuple[str, int]
 
