@@ -10,23 +10,44 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias, assert_never
 
-from consumers.rows import CredentialRow, PaymentRow, SubjectKind, UserRow, user_id_for
+from consumers.records import Incoming
+from consumers.rows import CredentialRow, PaymentRow, UserRow, user_id_for
+from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.audit.record import (
     AUDIT_TEXT_WIDTHS,
     RETENTION_DAYS_DEFAULT,
     RETENTION_DAYS_SECURITY,
     TRUNCATION_MARK,
     AuditRow,
-    Pseudonymizer,
     to_json,
 )
-from finpass_pipeline.events import audit_event_type
+from finpass_pipeline.events import (
+    CredentialExpired,
+    CredentialIssued,
+    CredentialReinstated,
+    CredentialRevoked,
+    CredentialSuspended,
+    Event,
+    LoginFailed,
+    LoginSucceeded,
+    PaymentAuthorized,
+    PaymentCancelled,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentInitiated,
+    PaymentRefunded,
+    UserKycVerified,
+    UserRegistered,
+    UserSeen,
+    UserStatusChanged,
+    audit_event_type,
+)
+from finpass_pipeline.events.models import EventData, Subject
 
 # Payment status moves only forward (CONTRACT §3).
 PAYMENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -44,63 +65,10 @@ CREDENTIAL_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "credential.reinstated": (frozenset({"SUSPENDED"}), "VALID"),
     "credential.expired": (frozenset({"VALID", "SUSPENDED"}), "EXPIRED"),
 }
-ACTIONS = {
-    "user.registered": "REGISTER", "user.kyc_verified": "VERIFY_KYC",
-    "user.status_changed": "CHANGE_STATUS", "user.seen": "SEEN",
-    "credential.issued": "ISSUE", "credential.revoked": "REVOKE",
-    "credential.suspended": "SUSPEND", "credential.reinstated": "REINSTATE",
-    "credential.expired": "EXPIRE", "payment.initiated": "INITIATE",
-    "payment.authorized": "AUTHORIZE", "payment.captured": "CAPTURE", "payment.failed": "FAIL",
-    "payment.refunded": "REFUND", "payment.cancelled": "CANCEL", "auth.login_succeeded": "LOGIN",
-    "auth.login_failed": "LOGIN",
-}
-
-
-class Subject(NamedTuple):
-    kind: SubjectKind
-    key: str
-
-
-@dataclass(slots=True)
-class Incoming:
-    """A valid event and where it came from."""
-
-    event: Any
-    topic: str
-    partition: int
-    offset: int
-    raw: bytes
-    key: bytes | None = None
-
-
-def required_subject(event: Any) -> Subject | None:
-    """The subject that must exist before `event` can apply (None: it needs none)."""
-    t, d = event.event_type, event.data
-    if t == "user.registered" or t == "payment.initiated" or t == "auth.login_failed":
-        return None
-    if t.startswith("user.") or t == "auth.login_succeeded":
-        return Subject("user", d.did)
-    if t == "credential.issued":
-        return Subject("user", d.user_did)
-    if t.startswith("credential."):
-        return Subject("credential", str(d.credential_id))
-    return Subject("payment", str(d.payment_id))
-
-
-def created_subject(event: Any) -> Subject | None:
-    t, d = event.event_type, event.data
-    if t == "user.registered":
-        return Subject("user", d.did)
-    if t == "credential.issued":
-        return Subject("credential", str(d.credential_id))
-    if t == "payment.initiated":
-        return Subject("payment", str(d.payment_id))
-    return None
-
-
-def subjects_of(event: Any) -> list[Subject]:
-    """Every subject an event reads or creates: the store locks and loads these."""
-    return [s for s in (required_subject(event), created_subject(event)) if s is not None]
+CredentialTransition: TypeAlias = (
+    CredentialRevoked | CredentialSuspended | CredentialReinstated | CredentialExpired)
+PaymentTransition: TypeAlias = (
+    PaymentAuthorized | PaymentCaptured | PaymentFailed | PaymentRefunded | PaymentCancelled)
 
 
 @dataclass
@@ -115,7 +83,7 @@ class BatchState:
     to_park: list[tuple[Incoming, Subject]] = field(default_factory=list)
     created: list[Subject] = field(default_factory=list)
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
-    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    rejected: list[tuple[Event, str]] = field(default_factory=list)
     """(event, why) for each event audited REJECTED: the daemon logs them."""
 
     def exists(self, subject: Subject) -> bool:
@@ -144,29 +112,15 @@ class Applier:
 
     def __init__(self, pseudonymizer: Pseudonymizer) -> None:
         self.pz = pseudonymizer
-        self._handlers: dict[str, Callable[[BatchState, Any], _Effect]] = {
-            "user.registered": self._user_registered,
-            "user.kyc_verified": self._user_kyc_verified,
-            "user.status_changed": self._user_status_changed,
-            "user.seen": self._user_seen,
-            "auth.login_succeeded": self._user_seen,
-            "auth.login_failed": self._login_failed,
-            "credential.issued": self._credential_issued,
-            "payment.initiated": self._payment_initiated,
-        }
-        for t in CREDENTIAL_TRANSITIONS:
-            self._handlers[t] = self._credential_transition
-        for t in PAYMENT_TRANSITIONS:
-            self._handlers[t] = self._payment_transition
 
     def apply(self, state: BatchState, incoming: Incoming) -> str:
         """Apply one event: returns APPLIED, REJECTED or PARKED."""
         event = incoming.event
-        needed = required_subject(event)
+        needed = event.requires()
         if needed is not None and not state.exists(needed):
             state.to_park.append((incoming, needed))
             return "PARKED"
-        effect = self._handlers[event.event_type](state, event)
+        effect = self._effect(state, event)
         state.audit.append(self._audit_row(event, effect))
         state.applied.append(incoming)
         key = (event.event_type, effect.outcome)
@@ -175,9 +129,36 @@ class Applier:
             state.rejected.append((event, effect.error_message or ""))
         return "REJECTED" if effect.outcome == "REJECTED" else "APPLIED"
 
+    def _effect(self, state: BatchState, event: Event) -> _Effect:
+        """Dispatch on the model: each handler sees its own event type (mypy checks the match
+        is exhaustive over `Event`)."""
+        match event:
+            case UserRegistered():
+                return self._user_registered(state, event)
+            case UserKycVerified():
+                return self._user_kyc_verified(state, event)
+            case UserStatusChanged():
+                return self._user_status_changed(state, event)
+            case UserSeen() | LoginSucceeded():
+                return self._user_seen(state, event)
+            case LoginFailed():
+                return self._login_failed(event)
+            case CredentialIssued():
+                return self._credential_issued(state, event)
+            case CredentialRevoked() | CredentialSuspended() | CredentialReinstated() | (
+                    CredentialExpired()):
+                return self._credential_transition(state, event)
+            case PaymentInitiated():
+                return self._payment_initiated(state, event)
+            case PaymentAuthorized() | PaymentCaptured() | PaymentFailed() | PaymentRefunded() | (
+                    PaymentCancelled()):
+                return self._payment_transition(state, event)
+            case _:
+                assert_never(event)
+
     # --- users -----------------------------------------------------------------------------
 
-    def _user_registered(self, state: BatchState, e: Any) -> _Effect:
+    def _user_registered(self, state: BatchState, e: UserRegistered) -> _Effect:
         d = e.data
         if state.users.get(d.did) is not None:
             existing = state.users[d.did]
@@ -203,7 +184,7 @@ class Applier:
         if row.updated_at is None or when > row.updated_at:
             row.updated_at = when
 
-    def _user_kyc_verified(self, state: BatchState, e: Any) -> _Effect:
+    def _user_kyc_verified(self, state: BatchState, e: UserKycVerified) -> _Effect:
         row = self._user(state, e.data.did)
         when = e.data.verified_at or e.occurred_at
         before = {"kyc_verified": row.kyc_verified, "kyc_verified_at": _ts(row.kyc_verified_at)}
@@ -214,7 +195,7 @@ class Applier:
                        new={"kyc_verified": True, "kyc_verified_at": _ts(when)},
                        description="KYC verified")
 
-    def _user_status_changed(self, state: BatchState, e: Any) -> _Effect:
+    def _user_status_changed(self, state: BatchState, e: UserStatusChanged) -> _Effect:
         row = self._user(state, e.data.did)
         before = row.status
         row.status = e.data.status
@@ -226,35 +207,33 @@ class Applier:
                        description=f"user status {before} -> {row.status}",
                        details={"reason": e.data.reason} if e.data.reason else None)
 
-    def _user_seen(self, state: BatchState, e: Any) -> _Effect:
+    def _user_seen(self, state: BatchState, e: UserSeen | LoginSucceeded) -> _Effect:
         row = self._user(state, e.data.did)
         before = row.last_seen
         if before is None or e.occurred_at > before:  # last_seen never moves backwards
             row.last_seen = e.occurred_at
             self._touch(row, e.occurred_at)
-        login = e.event_type == "auth.login_succeeded"
-        return _Effect("SESSION" if login else "USER",
-                       (getattr(e.data, "session_id", None) if login else None) or str(row.id),
+        login = isinstance(e, LoginSucceeded)
+        session = e.data.session_id if isinstance(e, LoginSucceeded) else None
+        return _Effect("SESSION" if login else "USER", session or str(row.id),
                        row.did, previous={"last_seen": _ts(before)},
                        new={"last_seen": _ts(row.last_seen)},
                        description="login succeeded" if login else "user seen")
 
-    def _login_failed(self, state: BatchState, e: Any) -> _Effect:
+    def _login_failed(self, e: LoginFailed) -> _Effect:
         d = e.data
-        session = d.session_id if hasattr(d, "session_id") else None
-        return _Effect("SESSION", session or (e.actor.session_id if e.actor else None),
-                       d.did, outcome="FAILURE", severity="WARNING",
+        return _Effect("SESSION", e.session_id(), d.did, outcome="FAILURE", severity="WARNING",
                        description="login failed", error_code="LOGIN_FAILED",
                        error_message=d.reason)
 
-    def _merge_extra(self, row: UserRow | CredentialRow | PaymentRow, data: Any) -> None:
+    def _merge_extra(self, row: UserRow | CredentialRow | PaymentRow, data: EventData) -> None:
         extra = data.extra_fields()
         if extra:
             row.metadata = _metadata(None, extra, row.metadata)
 
     # --- credentials -----------------------------------------------------------------------
 
-    def _credential_issued(self, state: BatchState, e: Any) -> _Effect:
+    def _credential_issued(self, state: BatchState, e: CredentialIssued) -> _Effect:
         d = e.data
         key = str(d.credential_id)
         user = self._user(state, d.user_did)
@@ -280,22 +259,22 @@ class Applier:
                             "expires_at": _ts(d.expires_at)},
                        details={"issuer_id": d.issuer_id}, description="credential issued")
 
-    def _credential_transition(self, state: BatchState, e: Any) -> _Effect:
+    def _credential_transition(self, state: BatchState, e: CredentialTransition) -> _Effect:
         d = e.data
         key = str(d.credential_id)
         row = state.credentials[key]
         assert row is not None  # noqa: S101  (parked otherwise)
         allowed, target = CREDENTIAL_TRANSITIONS[e.event_type]
-        reason = getattr(d, "reason", None)
+        reason = None if isinstance(e, CredentialExpired) else e.data.reason
         if row.status not in allowed:
             return _rejected("CREDENTIAL", key, row.user_did, "INVALID_TRANSITION",
                              f"credential {row.status} -> {target} is not allowed",
                              previous={"status": row.status})
         before = row.status
         row.status, row.status_reason, row.status_changed_at = target, reason, e.occurred_at
-        if target == "REVOKED":
+        if isinstance(e, CredentialRevoked):
             row.revoked_at, row.revocation_reason = e.occurred_at, reason
-            row.revoked_by = d.revoked_by
+            row.revoked_by = e.data.revoked_by
         self._merge_extra(row, d)
         self._touch(row, e.occurred_at)
         return _Effect("CREDENTIAL", key, row.user_did, previous={"status": before},
@@ -305,7 +284,7 @@ class Applier:
 
     # --- payments --------------------------------------------------------------------------
 
-    def _payment_initiated(self, state: BatchState, e: Any) -> _Effect:
+    def _payment_initiated(self, state: BatchState, e: PaymentInitiated) -> _Effect:
         d = e.data
         key = str(d.payment_id)
         if state.payments.get(key) is not None:
@@ -330,7 +309,7 @@ class Applier:
                        details={"payee": self.pz.hash(d.payee_did)},
                        description="payment initiated")
 
-    def _payment_transition(self, state: BatchState, e: Any) -> _Effect:
+    def _payment_transition(self, state: BatchState, e: PaymentTransition) -> _Effect:
         d = e.data
         key = str(d.payment_id)
         row = state.payments[key]
@@ -343,21 +322,24 @@ class Applier:
         before, at = row.status, e.occurred_at
         row.status = target
         new: dict[str, Any] = {"status": target}
-        if target == "AUTHORIZED":
+        reason: str | None = None
+        if isinstance(e, PaymentAuthorized):
             row.authorized_at = at
-            if getattr(d, "transaction_id", None):
-                row.transaction_id = d.transaction_id
-                new["transaction_id"] = d.transaction_id
-        elif target == "CAPTURED":
+            if e.data.transaction_id:
+                row.transaction_id = e.data.transaction_id
+                new["transaction_id"] = e.data.transaction_id
+        elif isinstance(e, PaymentCaptured):
             row.captured_at = row.completed_at = at
-        elif target == "FAILED":
-            row.failed_at, row.failure_reason = at, d.failure_reason
-        elif target == "REFUNDED":
-            row.refunded_at, row.refund_reason = at, d.refund_reason
+        elif isinstance(e, PaymentFailed):
+            row.failed_at, row.failure_reason = at, e.data.failure_reason
+            reason = e.data.failure_reason
+        elif isinstance(e, PaymentRefunded):
+            row.refunded_at, row.refund_reason = at, e.data.refund_reason
+            reason = e.data.refund_reason
+        else:
+            reason = e.data.reason
         self._merge_extra(row, d)
         self._touch(row, at)
-        reason = (getattr(d, "failure_reason", None) or getattr(d, "refund_reason", None)
-                  or getattr(d, "reason", None))
         return _Effect("PAYMENT", key, row.payer_did, previous={"status": before}, new=new,
                        description=f"payment {before} -> {target}",
                        details={"reason": reason} if reason else None,
@@ -373,9 +355,9 @@ class Applier:
             text = to_json(self.pz.scrub(details))
         return text
 
-    def _audit_row(self, e: Any, effect: _Effect) -> AuditRow:
+    def _audit_row(self, e: Event, effect: _Effect) -> AuditRow:
         actor = e.actor
-        session = getattr(e.data, "session_id", None) or (actor.session_id if actor else None)
+        session = e.session_id()
         details = dict(effect.details or {})
         extra = e.data.extra_fields()
         if extra:
@@ -408,7 +390,7 @@ class Applier:
             tenant_id=fit("tenant_id", e.tenant_id),
             resource_id=fit("resource_id", effect.resource_id),
             resource_type=effect.resource_type,
-            action=ACTIONS[e.event_type], outcome=effect.outcome, severity=effect.severity,
+            action=e.action, outcome=effect.outcome, severity=effect.severity,
             description=fit("description", effect.description), details=None,
             previous_values=to_json(effect.previous), new_values=to_json(effect.new),
             performed_by=self.pz.maybe(actor.did if actor else None),

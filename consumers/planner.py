@@ -11,28 +11,11 @@ exception that stops the consumer (CONTRACT.md §5 "Never stop on a message").
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from consumers.apply import Incoming
-from consumers.store import DeadLetter, PartitionProgress, TopicPartition
-from finpass_pipeline.events import InvalidEventError, message_key, parse_event, topic_suffix
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka message, decoded: `event` when valid, else `reason` says why not."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    event: Any | None = None
-    reason: str | None = None
-    timestamp_ms: int | None = None
-
+from consumers.records import DeadLetter, Incoming, PartitionProgress, Record, TopicPartition
+from finpass_pipeline.events import Event, InvalidEventError, parse_event, topic_suffix
 
 REASON_MAX_CHARS = 1000
 """A dead-letter reason is cut to this length (it quotes the input at times)."""
@@ -69,7 +52,7 @@ class Planner:
     def decode(self, rec: ConsumerRecord) -> Record:
         """Decode one message; never raises (see the module docstring)."""
         value: bytes | None = rec.value
-        event: Any | None = None
+        event: Event | None = None
         try:
             event, reason = self._check(rec)
         except Exception as e:  # noqa: BLE001 -- a message must never stop the consumer
@@ -79,7 +62,7 @@ class Planner:
         return Record(rec.topic, rec.partition, rec.offset, rec.key, value, event, reason,
                       rec.timestamp)
 
-    def _check(self, rec: ConsumerRecord) -> tuple[Any | None, str | None]:
+    def _check(self, rec: ConsumerRecord) -> tuple[Event | None, str | None]:
         value: bytes | None = rec.value
         if value is None:
             return None, "empty message (tombstone)"
@@ -91,7 +74,7 @@ class Planner:
         if rec.topic != expected:
             return event, (f"event_type {event.event_type!r} belongs on topic {expected!r}, "
                            f"not {rec.topic!r}")
-        key = message_key(event)
+        key = event.message_key()
         if rec.key is None:
             return event, f"message key missing: expected {_shown(key)}"
         if rec.key != key:
@@ -121,7 +104,7 @@ class Planner:
                     plan.progress[tp] = progress
                     plan.tripped = f"{r.topic}[{r.partition}]"
                     return plan
-            else:
+            elif r.event is not None:
                 plan.events.append(Incoming(r.event, r.topic, r.partition, r.offset,
                                             r.value or b"", r.key))
                 progress.consecutive_dead_letters = 0

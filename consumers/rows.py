@@ -14,9 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
-
-SubjectKind = Literal["user", "credential", "payment"]
+from typing import Any, ClassVar
 
 ROW_NAMESPACE = uuid.UUID("0c7a3b52-6f7e-4c1e-9a8e-2b9d4f1e6a33")
 
@@ -146,3 +144,40 @@ def _getter(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 def values(row: Row, columns: tuple[str, ...]) -> tuple[Any, ...]:
     """The row's values in `columns` order (one C-level attrgetter call per row)."""
     return _getter(columns)(row)
+
+
+CREDENTIAL_STATUS_COLUMNS = ("id", "credential_id", "status", "reason", "status_changed_at",
+                             "created_at", "updated_at")
+
+
+def credential_status_id(credential_id: uuid.UUID) -> uuid.UUID:
+    """`credential_status.id`, derived like `users.id` so a replay writes the same ids."""
+    return uuid.uuid5(ROW_NAMESPACE, f"credential_status:{credential_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """One COPY: the table, its columns and the records in column order."""
+
+    table: str
+    columns: tuple[str, ...]
+    records: list[tuple[Any, ...]]
+
+
+def inserts(users: list[UserRow], credentials: list[CredentialRow], payments: list[PaymentRow]
+            ) -> list[Insert]:
+    """The COPYs that write the new rows among these images (those with `is_new`), in foreign-key
+    order. The consumer's store and the bench's database ceiling both write with this, so the
+    ceiling measures exactly what the pipeline writes."""
+    new_creds = [r for r in credentials if r.is_new]
+    return [
+        Insert("users", UserRow.INSERT_COLUMNS,
+               [values(r, UserRow.INSERT_COLUMNS) for r in users if r.is_new]),
+        Insert("credentials", CredentialRow.INSERT_COLUMNS,
+               [values(r, CredentialRow.INSERT_COLUMNS) for r in new_creds]),
+        Insert("credential_status", CREDENTIAL_STATUS_COLUMNS,
+               [(credential_status_id(r.id), r.id, r.status, r.status_reason,
+                 r.status_changed_at, r.created_at, r.updated_at) for r in new_creds]),
+        Insert("payments", PaymentRow.INSERT_COLUMNS,
+               [values(r, PaymentRow.INSERT_COLUMNS) for r in payments if r.is_new]),
+    ]

@@ -20,47 +20,16 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
-from consumers.apply import (
-    Applier,
-    BatchState,
-    Incoming,
-    Subject,
-    created_subject,
-    subjects_of,
-)
-from consumers.rows import ROW_NAMESPACE, CredentialRow, PaymentRow, UserRow, values
+from consumers.apply import Applier, BatchState
+from consumers.records import DeadLetter, Incoming, PartitionProgress, TopicPartition
+from consumers.rows import CredentialRow, PaymentRow, UserRow, inserts
 from finpass_pipeline.audit.chain import AuditWriter
 from finpass_pipeline.db import checked_out
-from finpass_pipeline.events import InvalidEventError, parse_event, serialize_event
-
-TopicPartition = tuple[str, int]
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    """An invalid message (or one the database rejected), with why."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    reason: str
-    event_id: uuid.UUID | None = None
-    event_type: str | None = None
-
-
-@dataclass(slots=True)
-class PartitionProgress:
-    """What the offsets table records for one partition after a batch."""
-
-    next_offset: int
-    consecutive_dead_letters: int
-
+from finpass_pipeline.events import Event, InvalidEventError, parse_event, serialize_event
+from finpass_pipeline.events.models import Subject
 
 REUSED_EVENT_ID = "event_id reused with different content"
 """Dead-letter reason of an event whose id was taken before by a different event (§5)."""
@@ -73,7 +42,7 @@ def content_digest(inc: Incoming) -> bytes:
     return hashlib.sha256(serialize_event(inc.event)).digest()
 
 
-PublishDeadLetters = Callable[[Sequence["DeadLetter"]], Awaitable[None]]
+PublishDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 """Sends dead letters found inside the transaction to the dead-letter topic before it commits."""
 
 
@@ -85,17 +54,13 @@ class BatchResult:
     duplicates: int = 0
     parked: int = 0
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
-    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    rejected: list[tuple[Event, str]] = field(default_factory=list)
 
 
 def lock_key(subject: Subject) -> int:
     """A stable signed 64-bit advisory-lock key for a subject."""
     digest = hashlib.blake2b(f"{subject.kind}:{subject.key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _credential_status_id(credential_id: uuid.UUID) -> uuid.UUID:
-    return uuid.uuid5(ROW_NAMESPACE, f"credential_status:{credential_id}")
 
 
 class Store:
@@ -146,12 +111,12 @@ class Store:
         if not unique:
             return result
         fresh = list(unique.values())
-        await self._lock({s for inc, _ in fresh for s in subjects_of(inc.event)}, conn)
+        await self._lock({s for inc, _ in fresh for s in inc.event.subjects()}, conn)
         claimed = await self._claim(conn, fresh, result)
         state = BatchState()
-        await self._load(conn, state, {s for inc in claimed for s in subjects_of(inc.event)})
+        await self._load(conn, state, {s for inc in claimed for s in inc.event.subjects()})
         waiting = await self._revive(conn, state, result, {
-            s for inc in claimed if (s := created_subject(inc.event)) is not None})
+            s for inc in claimed if (s := inc.event.creates()) is not None})
         unparked = [inc.event.event_id for queue in waiting.values() for inc in queue]
         for inc in claimed:
             self._apply_in_order(state, inc, waiting)
@@ -259,11 +224,11 @@ class Store:
                 break
             # Subjects these events create may be parked on by other consumers right now: lock
             # them too (out of order, so PostgreSQL may report a deadlock: the batch retries).
-            more = {s for inc in revived for s in subjects_of(inc.event)}
+            more = {s for inc in revived for s in inc.event.subjects()}
             await self._lock({s for s in more if not state.exists(s)}, conn)
             await self._load(conn, state, more)
             frontier = {s for inc in revived
-                        if (s := created_subject(inc.event)) is not None} - asked
+                        if (s := inc.event.creates()) is not None} - asked
         return waiting
 
     async def _load(self, conn: asyncpg.Connection, state: BatchState,
@@ -301,19 +266,10 @@ class Store:
         users = [r for r in state.users.values() if r is not None]
         creds = [r for r in state.credentials.values() if r is not None]
         pays = [r for r in state.payments.values() if r is not None]
-        await self._copy(conn, "users", UserRow.INSERT_COLUMNS,
-                         [values(r, UserRow.INSERT_COLUMNS) for r in users if r.is_new])
-        new_creds = [r for r in creds if r.is_new]
-        await self._copy(conn, "credentials", CredentialRow.INSERT_COLUMNS,
-                         [values(r, CredentialRow.INSERT_COLUMNS) for r in new_creds])
-        await self._copy(
-            conn, "credential_status",
-            ("id", "credential_id", "status", "reason", "status_changed_at", "created_at",
-             "updated_at"),
-            [(_credential_status_id(r.id), r.id, r.status, r.status_reason,
-              r.status_changed_at, r.created_at, r.updated_at) for r in new_creds])
-        await self._copy(conn, "payments", PaymentRow.INSERT_COLUMNS,
-                         [values(r, PaymentRow.INSERT_COLUMNS) for r in pays if r.is_new])
+        for copy in inserts(users, creds, pays):
+            if copy.records:
+                await conn.copy_records_to_table(copy.table, records=copy.records,
+                                                 columns=list(copy.columns))
         await self._update(conn, "users", UserRow.UPDATE_COLUMNS,
                            [r for r in users if r.dirty and not r.is_new])
         changed_creds = [r for r in creds if r.dirty and not r.is_new]
@@ -355,11 +311,6 @@ class Store:
         )
         await conn.execute("UPDATE processed_events SET state = 'PARKED' "
                            "WHERE event_id = ANY($1::uuid[])", ids)
-
-    async def _copy(self, conn: asyncpg.Connection, table: str, columns: Sequence[str],
-                    records: list[tuple[Any, ...]]) -> None:
-        if records:
-            await conn.copy_records_to_table(table, records=records, columns=list(columns))
 
     async def _update(self, conn: asyncpg.Connection, table: str, columns: tuple[str, ...],
                       rows: Sequence[UserRow | CredentialRow | PaymentRow]) -> None:

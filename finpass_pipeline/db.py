@@ -21,13 +21,10 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
+from finpass_pipeline.retry import Backoff, Stopped
+
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-MAX_BACKOFF_S = 30.0
-
-
-class Stopped(Exception):
-    """The stop event was set while waiting to retry."""
 
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, txn rollback, resources,
 # operator intervention (admin shutdown, crash recovery), system error
@@ -136,7 +133,7 @@ async def retry_transient(work: Callable[[], Awaitable[T]], *, during: str,
     """`await work()` until it succeeds, retrying transient errors with backoff (each logged as
     `database_unavailable`); anything else propagates. Raises `Stopped` if `stop` is set first.
     """
-    delay = 0.5
+    backoff = Backoff()
     while True:
         try:
             return await work()
@@ -144,24 +141,12 @@ async def retry_transient(work: Callable[[], Awaitable[T]], *, during: str,
             if not is_transient(e):
                 raise
             log.warning("database_unavailable", during=during, error=str(e) or type(e).__name__,
-                        retry_in_s=delay)
+                        retry_in_s=backoff.delay)
         if stop is not None and stop.is_set():
             raise Stopped
-        await sleep_or_stop(delay, stop)
+        await backoff.wait(stop)
         if stop is not None and stop.is_set():
             raise Stopped
-        delay = min(delay * 2, MAX_BACKOFF_S)
-
-
-async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
-    """Wait `delay` seconds, or less if `stop` is set meanwhile."""
-    if stop is None:
-        await asyncio.sleep(delay)
-        return
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=delay)
-    except TimeoutError:
-        pass
 
 
 async def schema_ready(conn: asyncpg.Pool | asyncpg.Connection) -> bool:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from finpass_pipeline.events.routing import DEAD_LETTER_SUFFIX as DEAD_LETTER_TOPIC
+from finpass_pipeline.events.routing import DOMAIN_TOPIC_SUFFIXES as DOMAIN_TOPICS
 from finpass_pipeline.settings import Settings
 
-DOMAIN_TOPICS = ("users", "credentials", "payments", "security")
-DEAD_LETTER_TOPIC = "dead-letter"
+__all__ = ["DEAD_LETTER_TOPIC", "DOMAIN_TOPICS", "all_topics", "domain_topics", "ensure_topics",
+           "topic_partitions"]
 
 
 def domain_topics(settings: Settings) -> list[str]:

@@ -30,7 +30,7 @@ import structlog
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from finpass_pipeline.db import is_transient, sleep_or_stop
+from finpass_pipeline.db import is_transient
 from finpass_pipeline.events import (
     MAX_EVENT_BYTES,
     EventBase,
@@ -38,6 +38,7 @@ from finpass_pipeline.events import (
     serialize_event,
     topic_suffix,
 )
+from finpass_pipeline.retry import Backoff, sleep_or_stop
 from finpass_pipeline.settings import ConfigError, Settings
 from producers.errors import MessageRejected, NotInTransaction, PublishError
 from producers.publisher import Publisher
@@ -78,7 +79,6 @@ one `prune --outbox` walks."""
 RELAY_LOCK_KEY = int.from_bytes(b"fpoutbox", "big")
 """`pg_advisory_lock` key held by the running relay for its whole session."""
 
-MAX_BACKOFF_S = 30.0
 
 _INSERT = """
 INSERT INTO event_outbox (event_id, topic, message_key, payload) VALUES ($1, $2, $3, $4)
@@ -170,7 +170,7 @@ class OutboxRelay:
         self.state = "connecting"
         self.published = 0
         self.failures = 0
-        self._delay = 0.5
+        self._backoff = Backoff()
 
     async def run(self, stop: asyncio.Event) -> int:
         """Relay until `stop` is set (the batch in flight completes); returns the exit code.
@@ -205,9 +205,9 @@ class OutboxRelay:
     async def _back_off(self, what: str, error: BaseException, stop: asyncio.Event) -> None:
         self.state = "backing_off"
         self.failures += 1
-        log.warning(what, error=str(error) or type(error).__name__, retry_in_s=self._delay)
-        await sleep_or_stop(self._delay, stop)
-        self._delay = min(self._delay * 2, MAX_BACKOFF_S)
+        log.warning(what, error=str(error) or type(error).__name__,
+                    retry_in_s=self._backoff.delay)
+        await self._backoff.wait(stop)
 
     async def _session(self, stop: asyncio.Event) -> bool:
         """One connection's worth of relaying; False when the outbox table is missing."""
@@ -225,7 +225,7 @@ class OutboxRelay:
                 self.state = "relaying"
                 while not stop.is_set():
                     sent = await self._relay_batch(conn, publisher)
-                    self._delay = 0.5  # both services answered: the next outage starts afresh
+                    self._backoff.reset()  # both services answered: the next outage starts afresh
                     if sent < self.batch_size:
                         await sleep_or_stop(self.poll_interval, stop)
             return True

@@ -14,13 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from consumers.apply import Applier, BatchState, Incoming
+from consumers.apply import Applier, BatchState
+from consumers.records import Incoming
 from finpass_pipeline.audit import cli as audit_cli
 from finpass_pipeline.audit.chain import (
     CANONICAL_COLUMNS,
@@ -29,9 +30,11 @@ from finpass_pipeline.audit.chain import (
     canonical,
     row_hash,
 )
-from finpass_pipeline.audit.record import AuditRow, Pseudonymizer
+from finpass_pipeline.audit.pseudonym import Pseudonymizer
+from finpass_pipeline.audit.record import AuditRow
 from finpass_pipeline.audit.retention import run_retention
 from finpass_pipeline.audit.verify import verify
+from finpass_pipeline.events import Event
 from finpass_pipeline.migrations import migrate, rollback
 from finpass_pipeline.settings import ConfigError, Settings
 from tests.builders import ev, initiated, registered
@@ -58,7 +61,7 @@ def rows_for(n: int, prefix: str = "u") -> list[AuditRow]:
     for i in range(n):
         e = registered(f"did:example:{prefix}{i}", at=i) if i % 2 == 0 else \
             initiated(uuid.uuid4(), payer=f"did:example:{prefix}{i}", at=i)
-        applier.apply(state, Incoming(e, "t", 0, i, b""))
+        applier.apply(state, Incoming(cast(Event, e), "t", 0, i, b""))
     return state.audit
 
 

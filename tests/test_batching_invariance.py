@@ -35,7 +35,7 @@ import pytest
 
 from consumers.apply import CREDENTIAL_TRANSITIONS
 from consumers.daemon import ConsumerDaemon
-from consumers.planner import Record
+from consumers.records import Record
 from finpass_pipeline.events import EventBase, message_key, serialize_event
 from finpass_pipeline.settings import Settings
 from tests.builders import T0, ev, initiated, issued, registered

@@ -35,7 +35,6 @@ from finpass_pipeline.events import (
     message_key,
     parse_event,
     serialize_event,
-    subject_did,
     topic_suffix,
 )
 from finpass_pipeline.events.models import UserKycVerifiedData, UserSeenData
@@ -548,17 +547,17 @@ def test_auth_key_falls_back_to_session_then_event_id() -> None:
 def test_subject_did_per_type() -> None:
     """The audit subject is named by the event where it can be; otherwise it is looked up."""
     reg = factories.user_registered()
-    assert subject_did(reg) == reg.data.did
+    assert reg.subject_did() == reg.data.did
     issued = factories.credential_issued()
-    assert subject_did(issued) == issued.data.user_did
+    assert issued.subject_did() == issued.data.user_did
     pay = factories.payment_initiated()
-    assert subject_did(pay) == pay.data.payer_did
+    assert pay.subject_did() == pay.data.payer_did
     login = factories.login_succeeded()
-    assert subject_did(login) == login.data.did
-    assert subject_did(factories.login_failed(did=None)) is None
+    assert login.subject_did() == login.data.did
+    assert factories.login_failed(did=None).subject_did() is None
     for event_type in ("credential.revoked", "credential.expired", "payment.captured",
                        "payment.refunded"):  # fmt: skip
-        assert subject_did(FACTORIES[event_type]()) is None
+        assert FACTORIES[event_type]().subject_did() is None
 
 
 # --- property: every valid event round-trips ---------------------------------------------------

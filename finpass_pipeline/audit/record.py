@@ -1,21 +1,16 @@
-"""Audit rows: the keyed pseudonym of a DID and the `audit_events` record for an applied event.
+"""The `audit_events` record for an applied event: its columns, widths and retention.
 
-No raw DID ever reaches `audit_events`: subjects and actors are pseudonymised with
-HMAC-SHA-256 under `FINPASS_AUDIT_HASH_KEY`, and the key's id is recorded beside the hash so keys
-can rotate without rewriting history.
+No raw DID ever reaches `audit_events`: subjects and actors enter as their pseudonym
+(`finpass_pipeline.audit.pseudonym`), with the key's id beside it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import operator
-import re
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, overload
+from typing import Any
 
 import pydantic_core
 
@@ -32,46 +27,6 @@ AUDIT_TEXT_WIDTHS = {
     "device_fingerprint": 255,
 }
 TRUNCATION_MARK = "…"
-
-# A DID per W3C DID Core: "did:" method ":" method-specific-id (colon-separated segments).
-DID_PATTERN = re.compile(r"did:[a-z0-9]+:(?:[A-Za-z0-9._%-]*:)*[A-Za-z0-9._%-]+")
-
-
-class Pseudonymizer:
-    """HMAC-SHA-256 of a DID under one key: 64 lowercase hex characters."""
-
-    def __init__(self, key: bytes, key_id: str) -> None:
-        self.key_id = key_id
-        self._key = key
-        self.hash = lru_cache(maxsize=65_536)(self._hash)
-
-    def _hash(self, did: str) -> str:
-        return hmac.new(self._key, did.encode(), hashlib.sha256).hexdigest()
-
-    def maybe(self, did: str | None) -> str | None:
-        return self.hash(did) if did else None
-
-    @overload
-    def scrub_text(self, text: str) -> str: ...
-    @overload
-    def scrub_text(self, text: None) -> None: ...
-    def scrub_text(self, text: str | None) -> str | None:
-        """`text` with every DID in it (W3C syntax `did:method:id`) replaced by `hmac:<pseudonym>`:
-        free text such as a reason or an unknown field may mention one."""
-        if text is None or "did:" not in text:
-            return text
-        return DID_PATTERN.sub(lambda m: f"hmac:{self.hash(m.group())}", text)
-
-    def scrub(self, value: Any) -> Any:
-        """Replace every DID inside `value` (strings, nested dicts and lists) by its pseudonym."""
-        if isinstance(value, str):
-            return self.scrub_text(value)
-        if isinstance(value, dict):
-            return {k: self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.scrub(v) for v in value]
-        return value
-
 
 def to_json(value: dict[str, Any] | None) -> str | None:
     """Compact JSON (Rust encoder: this runs three times per audit row). Key order is the order

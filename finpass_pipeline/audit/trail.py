@@ -9,12 +9,12 @@ every known key and collects the rows where it is the subject (`user_id_hash`), 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from finpass_pipeline.audit.pseudonym import pseudonym
 
 TRAIL_COLUMNS = ("created_at", "occurred_at", "event_type", "action", "outcome", "severity",
                  "resource_type", "resource_id", "hash_key_id", "correlation_id", "event_id",
@@ -32,8 +32,7 @@ class TrailRow:
 
 def pseudonyms(did: str, keys: dict[str, bytes]) -> dict[str, str]:
     """The DID's pseudonym under each key id."""
-    return {kid: hmac.new(key, did.encode(), hashlib.sha256).hexdigest()
-            for kid, key in sorted(keys.items())}
+    return {kid: pseudonym(key, did) for kid, key in sorted(keys.items())}
 
 
 async def user_trail(conn: asyncpg.Connection, did: str, keys: dict[str, bytes]

@@ -55,9 +55,10 @@ def _with_db(dsn: str, name: str) -> str:
 
 def hash_cost_us(events: list[Any], settings: Settings) -> float:
     """µs per audit row for the canonical encoding + SHA-256, on the rows `events` produce."""
-    from consumers.apply import Applier, BatchState, Incoming
+    from consumers.apply import Applier, BatchState
+    from consumers.records import Incoming
     from finpass_pipeline.audit.chain import ZERO_HASH, _canonical_audit_row, ts_text
-    from finpass_pipeline.audit.record import Pseudonymizer
+    from finpass_pipeline.audit.pseudonym import Pseudonymizer
 
     applier = Applier(Pseudonymizer(b"bench-key", "k1"))
     state = BatchState()

@@ -30,10 +30,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from consumers.apply import Applier, BatchState, Incoming
-from consumers.rows import CredentialRow, PaymentRow, UserRow, values
-from consumers.store import PartitionProgress, Store, _credential_status_id
-from finpass_pipeline.audit.record import AUDIT_COLUMNS, Pseudonymizer
+from consumers.apply import Applier, BatchState
+from consumers.records import Incoming, PartitionProgress
+from consumers.rows import inserts
+from consumers.store import Store
+from finpass_pipeline.audit.pseudonym import Pseudonymizer
+from finpass_pipeline.audit.record import AUDIT_COLUMNS
 from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.migrations import migrate
@@ -152,23 +154,14 @@ class Bench:
         try:
             t0 = time.monotonic()
             async with conn.transaction():
-                users = [r for r in state.users.values() if r is not None]
-                creds = [r for r in state.credentials.values() if r is not None]
-                pays = [r for r in state.payments.values() if r is not None]
-                await conn.copy_records_to_table(
-                    "users", columns=list(UserRow.INSERT_COLUMNS),
-                    records=[values(r, UserRow.INSERT_COLUMNS) for r in users])
-                await conn.copy_records_to_table(
-                    "credentials", columns=list(CredentialRow.INSERT_COLUMNS),
-                    records=[values(r, CredentialRow.INSERT_COLUMNS) for r in creds])
-                await conn.copy_records_to_table(
-                    "credential_status", columns=["id", "credential_id", "status", "created_at",
-                                                  "updated_at", "status_changed_at"],
-                    records=[(_credential_status_id(r.id), r.id, r.status, r.created_at,
-                              r.updated_at, r.status_changed_at) for r in creds])
-                await conn.copy_records_to_table(
-                    "payments", columns=list(PaymentRow.INSERT_COLUMNS),
-                    records=[values(r, PaymentRow.INSERT_COLUMNS) for r in pays])
+                # The same COPYs the store writes (`consumers.rows.inserts`), so the ceiling
+                # cannot drift from what the pipeline writes.
+                for copy in inserts([r for r in state.users.values() if r is not None],
+                                    [r for r in state.credentials.values() if r is not None],
+                                    [r for r in state.payments.values() if r is not None]):
+                    if copy.records:
+                        await conn.copy_records_to_table(copy.table, records=copy.records,
+                                                         columns=list(copy.columns))
                 await conn.copy_records_to_table(
                     "audit_events", columns=list(AUDIT_COLUMNS),
                     records=[a.record() for a in state.audit])

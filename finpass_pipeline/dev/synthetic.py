@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import math
 import random
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from consumers.rows import user_id_for
+from finpass_pipeline.audit.pseudonym import pseudonym
 
 DAY = 86_400.0
 NULL = "\\N"
@@ -137,8 +137,7 @@ class Generator:
         self.now = now if now is not None else time.time()
         self.start = self.now - sizes.days * DAY
         self.ts = _Clock()
-        self.admin_hash = hmac.new(hash_key, b"did:web:ops.finpass.example",
-                                   hashlib.sha256).hexdigest()
+        self.admin_hash = pseudonym(hash_key, "did:web:ops.finpass.example")
         self.events: list[list[tuple[float, int, int]]] = [[] for _ in range(sizes.days + 1)]
         self.domain_events = 0
 
@@ -181,7 +180,7 @@ class Generator:
             uid = str(user_id_for(did))
             self.dids.append(did)
             self.ids.append(uid)
-            self.hashes.append(hmac.new(self.key, did.encode(), hashlib.sha256).hexdigest())
+            self.hashes.append(pseudonym(self.key, did))
             self._event(c, K_REG, i)
             email = (f"{r.choice(_FIRST)}.{r.choice(_LAST)}{r.randrange(1000)}"
                      f"@{r.choice(_DOMAINS)}") if r.random() < 0.88 else NULL

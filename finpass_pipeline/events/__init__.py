@@ -61,7 +61,6 @@ from finpass_pipeline.events.codec import (
     message_key,
     parse_event,
     serialize_event,
-    subject_did,
     topic_suffix,
 )
 
@@ -119,6 +118,5 @@ __all__ = [
     "message_key",
     "parse_event",
     "serialize_event",
-    "subject_did",
     "topic_suffix",
 ]

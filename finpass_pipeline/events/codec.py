@@ -67,7 +67,6 @@ from finpass_pipeline.events.routing import (
     DOMAIN_TOPIC_SUFFIXES,
     audit_event_type,
     message_key,
-    subject_did,
     topic_suffix,
 )
 from finpass_pipeline.events.wire_types import NO_NUL, TIMESTAMP_PATTERN
@@ -126,7 +125,6 @@ __all__ = [
     "message_key",
     "parse_event",
     "serialize_event",
-    "subject_did",
     "topic_suffix",
 ]
 

@@ -9,7 +9,7 @@ than a transaction. Unknown envelope and actor fields are ignored; unknown `data
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -63,6 +63,25 @@ class PaymentType(StrEnum):
     ONE_TIME = "ONE_TIME"
     RECURRING = "RECURRING"
     SUBSCRIPTION = "SUBSCRIPTION"
+
+
+# --- what an event is about -------------------------------------------------------------------
+
+SubjectKind = Literal["user", "credential", "payment"]
+
+
+class Subject(NamedTuple):
+    """An aggregate an event reads or creates: the consumer locks, loads, parks on it."""
+
+    kind: SubjectKind
+    key: str
+    """The DID of a user; the UUID (canonical text) of a credential or payment."""
+
+
+def _extra_text(data: EventData, name: str) -> str | None:
+    # A field this contract version does not declare, when a producer sends it as text.
+    value = (data.model_extra or {}).get(name)
+    return value if isinstance(value, str) and value else None
 
 
 # --- envelope ----------------------------------------------------------------------------------
@@ -132,75 +151,155 @@ class EventBase(BaseModel):
     actor: Actor | None = None
     data: EventData
 
+    action: ClassVar[str]
+    """`audit_events.action` of this type (REGISTER, CAPTURE, ...)."""
+
+    # What the event is about (CONTRACT.md §1 keys, §5 reference semantics). Routing, locking,
+    # parking and auditing all ask these; each domain's base class below answers them once.
+
+    def requires(self) -> Subject | None:
+        """The subject that must exist before this event applies (None: it needs none)."""
+        return None
+
+    def creates(self) -> Subject | None:
+        """The subject this event creates, if any."""
+        return None
+
+    def subjects(self) -> list[Subject]:
+        """Every subject the event reads or creates: the consumer locks and loads these."""
+        return [s for s in (self.requires(), self.creates()) if s is not None]
+
+    def subject_did(self) -> str | None:
+        """The DID the audit row is about when the event itself names it (else the consumer
+        takes the owner of the stored credential or payment)."""
+        return None
+
+    def aggregate_key(self) -> str | None:
+        """The aggregate id that orders this event on its partition (the Kafka key's text)."""
+        return None
+
+    def message_key(self) -> bytes:
+        """The Kafka key (UTF-8); with no aggregate to order by, the event id spreads them."""
+        return (self.aggregate_key() or str(self.event_id)).encode()
+
+    def session_id(self) -> str | None:
+        """The session for the audit row: the event's own `session_id` field, else the actor's."""
+        return _extra_text(self.data, "session_id") or (
+            self.actor.session_id if self.actor else None)
+
 
 # --- user.* ------------------------------------------------------------------------------------
 
 
-class UserRegisteredData(EventData):
-    """`user.registered`: insert `users` (status ACTIVE)."""
+class UserRefData(EventData):
+    """The `data` of an event about one user, named by DID."""
 
     did: Did
+
+
+class UserEvent(EventBase):
+    """user.* (and `auth.login_succeeded`): about the user `data.did`, who must exist."""
+
+    data: UserRefData
+
+    def requires(self) -> Subject | None:
+        return Subject("user", self.data.did)
+
+    def subject_did(self) -> str | None:
+        return self.data.did
+
+    def aggregate_key(self) -> str | None:
+        return self.data.did
+
+
+class UserRegisteredData(UserRefData):
+    """`user.registered`: insert `users` (status ACTIVE)."""
+
     email: Text255 | None = None
     phone: Text50 | None = None
     metadata: JsonObject | None = None
 
 
-class UserKycVerifiedData(EventData):
+class UserKycVerifiedData(UserRefData):
     """`user.kyc_verified`: `kyc_verified`, `kyc_verified_at` (= `verified_at` or `occurred_at`)."""
 
-    did: Did
     verified_at: Timestamp | None = None
 
 
-class UserStatusChangedData(EventData):
+class UserStatusChangedData(UserRefData):
     """`user.status_changed`: `users.status`."""
 
-    did: Did
     status: UserStatus
     reason: Text500 | None = None
 
 
-class UserSeenData(EventData):
+class UserSeenData(UserRefData):
     """`user.seen`: `users.last_seen` (never moves backwards)."""
 
-    did: Did
 
 
-class UserRegistered(EventBase):
+class UserRegistered(UserEvent):
     """A user signed up."""
 
     event_type: Literal["user.registered"] = "user.registered"
     data: UserRegisteredData
+    action = "REGISTER"
+
+    def requires(self) -> Subject | None:
+        return None
+
+    def creates(self) -> Subject | None:
+        return Subject("user", self.data.did)
 
 
-class UserKycVerified(EventBase):
+class UserKycVerified(UserEvent):
     """A user passed KYC."""
 
     event_type: Literal["user.kyc_verified"] = "user.kyc_verified"
     data: UserKycVerifiedData
+    action = "VERIFY_KYC"
 
 
-class UserStatusChanged(EventBase):
+class UserStatusChanged(UserEvent):
     """A user was activated, suspended or terminated."""
 
     event_type: Literal["user.status_changed"] = "user.status_changed"
     data: UserStatusChangedData
+    action = "CHANGE_STATUS"
 
 
-class UserSeen(EventBase):
+class UserSeen(UserEvent):
     """A user was active."""
 
     event_type: Literal["user.seen"] = "user.seen"
     data: UserSeenData
+    action = "SEEN"
 
 
 # --- credential.* ------------------------------------------------------------------------------
 
 
-class CredentialIssuedData(EventData):
-    """`credential.issued`: insert `credentials` (VALID) and its `credential_status` row."""
+class CredentialRefData(EventData):
+    """The `data` of an event about one credential."""
 
     credential_id: Uuid
+
+
+class CredentialEvent(EventBase):
+    """credential.*: about the credential `data.credential_id`, which must exist."""
+
+    data: CredentialRefData
+
+    def requires(self) -> Subject | None:
+        return Subject("credential", str(self.data.credential_id))
+
+    def aggregate_key(self) -> str | None:
+        return str(self.data.credential_id)
+
+
+class CredentialIssuedData(CredentialRefData):
+    """`credential.issued`: insert `credentials` (VALID) and its `credential_status` row."""
+
     user_did: Did
     issuer_id: Did
     credential_type: Required100
@@ -216,67 +315,77 @@ class CredentialIssuedData(EventData):
     metadata: JsonObject | None = None
 
 
-class CredentialRevokedData(EventData):
+class CredentialRevokedData(CredentialRefData):
     """`credential.revoked`: REVOKED; `reason` becomes `revocation_reason` (VARCHAR(100))."""
 
-    credential_id: Uuid
     reason: Reason100
     revoked_by: Text255 | None = None
 
 
-class CredentialSuspendedData(EventData):
+class CredentialSuspendedData(CredentialRefData):
     """`credential.suspended`: SUSPENDED."""
 
-    credential_id: Uuid
     reason: Text500 | None = None
 
 
-class CredentialReinstatedData(EventData):
+class CredentialReinstatedData(CredentialRefData):
     """`credential.reinstated`: VALID again."""
 
-    credential_id: Uuid
     reason: Text500 | None = None
 
 
-class CredentialExpiredData(EventData):
+class CredentialExpiredData(CredentialRefData):
     """`credential.expired`: EXPIRED."""
 
-    credential_id: Uuid
 
 
-class CredentialIssued(EventBase):
+class CredentialIssued(CredentialEvent):
     """An issuer issued a verifiable credential to a user."""
 
     event_type: Literal["credential.issued"] = "credential.issued"
     data: CredentialIssuedData
+    action = "ISSUE"
+
+    def requires(self) -> Subject | None:
+        return Subject("user", self.data.user_did)
+
+    def creates(self) -> Subject | None:
+        return Subject("credential", str(self.data.credential_id))
+
+    def subject_did(self) -> str | None:
+        return self.data.user_did
 
 
-class CredentialRevoked(EventBase):
+class CredentialRevoked(CredentialEvent):
     """A credential was revoked (final)."""
 
     event_type: Literal["credential.revoked"] = "credential.revoked"
     data: CredentialRevokedData
+    action = "REVOKE"
 
 
-class CredentialSuspended(EventBase):
+class CredentialSuspended(CredentialEvent):
     """A credential was suspended."""
 
     event_type: Literal["credential.suspended"] = "credential.suspended"
     data: CredentialSuspendedData
+    action = "SUSPEND"
 
 
-class CredentialReinstated(EventBase):
+class CredentialReinstated(CredentialEvent):
     """A suspended credential was reinstated."""
 
     event_type: Literal["credential.reinstated"] = "credential.reinstated"
     data: CredentialReinstatedData
+    action = "REINSTATE"
 
 
-class CredentialExpired(EventBase):
+class CredentialExpired(CredentialEvent):
     """A credential reached its expiry."""
 
     event_type: Literal["credential.expired"] = "credential.expired"
     data: CredentialExpiredData
+    action = "EXPIRE"
 
 
 # --- payment.* ---------------------------------------------------------------------------------
@@ -295,14 +404,31 @@ OneTimeByDefault = Annotated[
 """`payment_type`: ONE_TIME when absent or null."""
 
 
-class PaymentInitiatedData(EventData):
+class PaymentRefData(EventData):
+    """The `data` of an event about one payment."""
+
+    payment_id: Uuid
+
+
+class PaymentEvent(EventBase):
+    """payment.*: about the payment `data.payment_id`, which must exist."""
+
+    data: PaymentRefData
+
+    def requires(self) -> Subject | None:
+        return Subject("payment", str(self.data.payment_id))
+
+    def aggregate_key(self) -> str | None:
+        return str(self.data.payment_id)
+
+
+class PaymentInitiatedData(PaymentRefData):
     """`payment.initiated`: insert `payments` (PENDING, `total_amount` = amount + fee + tax).
 
     Every amount may be zero, never negative; the total must also fit `DECIMAL(18,2)` (a
     semantic check: JSON Schema cannot add numbers).
     """
 
-    payment_id: Uuid
     payer_did: Did
     payee_did: Did
     amount: Money
@@ -321,89 +447,98 @@ class PaymentInitiatedData(EventData):
         return self
 
 
-class PaymentAuthorizedData(EventData):
+class PaymentAuthorizedData(PaymentRefData):
     """`payment.authorized`: AUTHORIZED, `authorized_at`."""
 
-    payment_id: Uuid
     transaction_id: Text255 | None = None
 
 
-class PaymentCapturedData(EventData):
+class PaymentCapturedData(PaymentRefData):
     """`payment.captured`: CAPTURED, `captured_at`, `completed_at`."""
 
-    payment_id: Uuid
 
 
-class PaymentFailedData(EventData):
+class PaymentFailedData(PaymentRefData):
     """`payment.failed`: FAILED, `failed_at`."""
 
-    payment_id: Uuid
     failure_reason: Reason500
 
 
-class PaymentRefundedData(EventData):
+class PaymentRefundedData(PaymentRefData):
     """`payment.refunded`: REFUNDED, `refunded_at`."""
 
-    payment_id: Uuid
     refund_reason: Reason500
 
 
-class PaymentCancelledData(EventData):
+class PaymentCancelledData(PaymentRefData):
     """`payment.cancelled`: CANCELLED."""
 
-    payment_id: Uuid
     reason: Text500 | None = None
 
 
-class PaymentInitiated(EventBase):
+class PaymentInitiated(PaymentEvent):
     """A payer started a payment."""
 
     event_type: Literal["payment.initiated"] = "payment.initiated"
     data: PaymentInitiatedData
+    action = "INITIATE"
+
+    def requires(self) -> Subject | None:
+        return None
+
+    def creates(self) -> Subject | None:
+        return Subject("payment", str(self.data.payment_id))
+
+    def subject_did(self) -> str | None:
+        return self.data.payer_did
 
 
-class PaymentAuthorized(EventBase):
+class PaymentAuthorized(PaymentEvent):
     """A payment was authorised."""
 
     event_type: Literal["payment.authorized"] = "payment.authorized"
     data: PaymentAuthorizedData
+    action = "AUTHORIZE"
 
 
-class PaymentCaptured(EventBase):
+class PaymentCaptured(PaymentEvent):
     """A payment was captured (completed)."""
 
     event_type: Literal["payment.captured"] = "payment.captured"
     data: PaymentCapturedData
+    action = "CAPTURE"
 
 
-class PaymentFailed(EventBase):
+class PaymentFailed(PaymentEvent):
     """A payment failed."""
 
     event_type: Literal["payment.failed"] = "payment.failed"
     data: PaymentFailedData
+    action = "FAIL"
 
 
-class PaymentRefunded(EventBase):
+class PaymentRefunded(PaymentEvent):
     """A captured payment was refunded."""
 
     event_type: Literal["payment.refunded"] = "payment.refunded"
     data: PaymentRefundedData
+    action = "REFUND"
 
 
-class PaymentCancelled(EventBase):
+class PaymentCancelled(PaymentEvent):
     """A payment was cancelled before capture."""
 
     event_type: Literal["payment.cancelled"] = "payment.cancelled"
     data: PaymentCancelledData
+    action = "CANCEL"
 
 
 # --- auth.* ------------------------------------------------------------------------------------
 
 
-class LoginSucceededData(EventData):
+class LoginSucceededData(UserRefData):
     """`auth.login_succeeded`: `users.last_seen`; audit only otherwise."""
 
-    did: Did
     session_id: Text255 | None = None
 
 
@@ -414,11 +549,15 @@ class LoginFailedData(EventData):
     did: Did | None = None
 
 
-class LoginSucceeded(EventBase):
+class LoginSucceeded(UserEvent):
     """A user logged in."""
 
     event_type: Literal["auth.login_succeeded"] = "auth.login_succeeded"
     data: LoginSucceededData
+    action = "LOGIN"
+
+    def session_id(self) -> str | None:
+        return self.data.session_id or super().session_id()
 
 
 class LoginFailed(EventBase):
@@ -426,3 +565,12 @@ class LoginFailed(EventBase):
 
     event_type: Literal["auth.login_failed"] = "auth.login_failed"
     data: LoginFailedData
+    action = "LOGIN"
+
+    def subject_did(self) -> str | None:
+        return self.data.did
+
+    def aggregate_key(self) -> str | None:
+        # The DID when known, else the session (the actor's, then one sent in `data`).
+        return (self.data.did or (self.actor.session_id if self.actor else None)
+                or _extra_text(self.data, "session_id"))
