@@ -57,7 +57,7 @@ class ConsumerMetrics:
 @contextlib.asynccontextmanager
 async def http_server(port: int, metrics: ConsumerMetrics,
                       health: Callable[[], dict[str, object]]) -> AsyncIterator[int | None]:
-    """Serve `/healthz` and `/metrics` on 127.0.0.1:`port`... while the block runs.
+    """Serve `/healthz` and `/metrics` on all interfaces, `port`, while the block runs (Prometheus scrapes from outside).
 
     `port == 0` turns the server off (CONTRACT §4). Yields the bound port (None when off).
     """

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     max_consecutive_dead_letters: int = Field(default=100, ge=1)
     http_port: int = Field(default=9464, ge=0, le=65535)
 
-    # Additions to the contract (documented in the README).
+    # Additions to the contract (documented in docs/design.md, "Contract additions").
     dev_mode: bool = False
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
     topic_partitions: int = Field(default=6, ge=1, le=1000)

@@ -10,7 +10,7 @@ Four angles, all pure (no services):
 3. Mutations: contract-invalid spellings applied to valid events are refused by the parser *and*
    by the envelope and per-type schemas (`MUTATIONS`); byte-level faults the schemas cannot see
    are refused by the parser with the `SEMANTIC_RULES` key expected (`BYTE_MUTATIONS`).
-4. The README's "Semantic checks" table lists exactly `SEMANTIC_RULES`.
+4. docs/events.md's "Semantic checks" table lists exactly `SEMANTIC_RULES`.
 
 Disagreements known at the time of writing are listed in `KNOWN_DISAGREEMENTS`. The corpus cases
 that show one must keep showing it (and the round-trip cases are strict xfails), so fixing one
@@ -65,7 +65,7 @@ from tests.factories import FACTORIES, actor, new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "docs" / "schemas"
-README = ROOT / "README.md"
+README = ROOT / "docs" / "events.md"
 
 MAX_EXAMPLES = int(os.environ.get("WIRE_VALIDITY_EXAMPLES", "100"))
 """Generated messages per event type and run (derandomised: the same ones every run). About
@@ -1082,7 +1082,7 @@ def readme_semantic_rules(text: str) -> set[str] | None:
 
 
 def test_readme_semantic_table_lists_exactly_the_semantic_rules() -> None:
-    """README.md's "Semantic checks" table has one row per SEMANTIC_RULES key, and no other."""
+    """docs/events.md's "Semantic checks" table has one row per SEMANTIC_RULES key, and no other."""
     rules = readme_semantic_rules(README.read_text("utf-8"))
-    assert rules is not None, "README.md has no '### Semantic checks' section"
+    assert rules is not None, "docs/events.md has no '### Semantic checks' section"
     assert rules == set(SEMANTIC_RULES)

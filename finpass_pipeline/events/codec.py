@@ -2,8 +2,8 @@
 
 `parse_event` turns a Kafka message value into one of the `Event` models or raises
 `InvalidEventError` with a one-line reason (the dead-letter reason); `serialize_event` is its
-inverse. The models live in `event_models`, money in `money`, topics and keys in `routing`; this
-module is the one to import from.
+inverse. The models live in `events.models`, money in `events.money`, topics and keys in
+`events.routing`; import all of it from the package, `finpass_pipeline.events`.
 
 Compatibility is additive: unknown envelope fields are ignored, unknown `data` fields are kept
 (`EventData.extra_fields()`), unknown `actor` fields are ignored.
@@ -194,7 +194,7 @@ SEMANTIC_RULES: Final[dict[str, str]] = {
     "database": "PostgreSQL refused this event's rows (bisection pinned the error on it).",
 }
 """Every reason the consumer refuses a message that the exported JSON Schemas accept, by rule
-name. The README's semantic table lists exactly these; a test keeps the two equal. (State
+name. docs/events.md's semantic table lists exactly these; a test keeps the two equal. (State
 transitions and uniqueness across rows are not refusals: they are applied as REJECTED audit
 rows.)"""
 
