@@ -57,7 +57,7 @@ class ConsumerMetrics:
 @contextlib.asynccontextmanager
 async def http_server(port: int, metrics: ConsumerMetrics,
                       health: Callable[[], dict[str, object]]) -> AsyncIterator[int | None]:
-    """Serve `/healthz` and `/metrics` on all interfaces, `port`, while the block runs (Prometheus scrapes from outside).
+    """Serve `/healthz` and `/metrics` on `port`, all interfaces, while the block runs.
 
     `port == 0` turns the server off (CONTRACT §4). Yields the bound port (None when off).
     """
