@@ -14,9 +14,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from finpass_pipeline.settings import ConfigError, Settings, load_settings
+from finpass_pipeline.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    FinpassError,
+    print_error,
+)
+from finpass_pipeline.settings import Settings, load_settings
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
 
 
@@ -24,9 +30,8 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    print(f"finpass-pipeline: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(code)
+def _fail(message: str) -> NoReturn:
+    raise FinpassError(message)
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
@@ -36,18 +41,15 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
 # --- dev stack -------------------------------------------------------------------------------
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from finpass_pipeline.dev.stack import DevStack, DevStackError
+    from finpass_pipeline.dev.stack import DevStack
 
-    stack = DevStack(settings)
-    try:
-        if args.action == "up":
-            stack.up(_say)
-        elif args.action == "down":
-            stack.down(_say)
-        else:
-            return EXIT_OK if stack.status(_say) else EXIT_FAILURE
-    except DevStackError as e:
-        _fail(str(e))
+    stack = DevStack(settings)  # DevStackError is a FinpassError: one line, exit 1
+    if args.action == "up":
+        stack.up(_say)
+    elif args.action == "down":
+        stack.down(_say)
+    else:
+        return EXIT_OK if stack.status(_say) else EXIT_FAILURE
     return EXIT_OK
 
 
@@ -82,13 +84,10 @@ def cmd_migrations(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_db(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a database coroutine, turning driver/connection failures into one-line errors."""
-    from finpass_pipeline.migrations import MigrationError
-
+    """Run a database coroutine, turning connection failures into one-line errors (a
+    `MigrationError` is a `FinpassError` already)."""
     try:
         return asyncio.run(coro)
-    except MigrationError as e:
-        _fail(str(e))
     except OSError as e:
         _fail(f"cannot reach PostgreSQL: {e}")
 
@@ -181,9 +180,8 @@ def cmd_produce_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_outbox_relay(args: argparse.Namespace, settings: Settings) -> int:
     from finpass_pipeline.logs import configure_logging
     from producers.outbox import main as relay_main
-    from producers.outbox import outbox_dsn
 
-    dsn = outbox_dsn(settings)  # a malformed DSN is a ConfigError: exit 2 before connecting
+    dsn = settings.outbox_dsn()  # validated with the settings: a malformed one is exit 2
     configure_logging(settings.log_format, settings.log_level)
     return asyncio.run(relay_main(settings, dsn, batch_size=args.batch_size))
 
@@ -390,17 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as e:
-        _fail(str(e), EXIT_USAGE)
     handler: Handler = args.handler
     try:
-        code = handler(args, settings)
-    except ConfigError as e:
-        _fail(str(e), EXIT_USAGE)
+        code = handler(args, load_settings())
+    except FinpassError as e:  # the one place errors become a line on stderr and an exit code
+        print_error(e)
+        code = e.exit_code
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     raise SystemExit(code)
 
 

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -153,3 +154,38 @@ async def schema_ready(conn: asyncpg.Pool | asyncpg.Connection) -> bool:
     """True when the pipeline's tables exist (migrations V3+ applied)."""
     found = await conn.fetchval("SELECT to_regclass('consumer_offsets') IS NOT NULL")
     return bool(found)
+
+
+def with_database(dsn: str, name: str) -> str:
+    """`dsn` pointing at database `name` on the same server."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    """Create the empty database `name` on the server of `admin_dsn`; returns its DSN."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop `name` if it exists, disconnecting whoever is still in it."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def scratch_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
+    """DSN of the brand-new, empty database `name`, dropped when the block ends (tests, benches).
+    """
+    dsn = await create_database(admin_dsn, name)
+    try:
+        yield dsn
+    finally:
+        await drop_database(admin_dsn, name)

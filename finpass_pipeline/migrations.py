@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
+from finpass_pipeline.errors import FinpassError
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 """Where the scripts live: the repository's `schema/` (every function takes `schema_dir`)."""
 
@@ -56,7 +58,7 @@ CREATE TABLE IF NOT EXISTS schema_history (
 _log = structlog.get_logger(__name__)
 
 
-class MigrationError(Exception):
+class MigrationError(FinpassError):
     """A migration cannot run or failed; the message names the file and what to do.
 
     Nothing of the failing version is left behind (its transaction was rolled back); versions

@@ -15,7 +15,6 @@ long and no scan goes over the rows already deleted. The slice adapts to aim at 
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,16 +23,15 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from finpass_pipeline.db import connect
+from finpass_pipeline.errors import print_error
 from finpass_pipeline.settings import Settings
-from producers.outbox import outbox_dsn
 
 DEFAULT_WINDOW = "30d"
 PROGRESS_EVERY_S = 5.0
 Say = Callable[[str], None]
 
 
-def _err(line: str) -> None:
-    print(f"finpass-pipeline: {line}", file=sys.stderr, flush=True)
+_err = print_error
 
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 _DURATION = re.compile(r"(\d+)([dhm])")
@@ -121,7 +119,7 @@ async def run(settings: Settings, window: timedelta, *, outbox: bool = False,
               err: Say = _err) -> int:
     """`finpass-pipeline prune`: exit 0 done, 1 database missing or failing."""
     target = OUTBOX if outbox else CLAIMS
-    dsn = outbox_dsn(settings) if outbox else settings.database_url  # ConfigError: exit 2
+    dsn = settings.outbox_dsn() if outbox else settings.database_url
     role = None if outbox else settings.database_role
     try:
         conn = await connect(dsn, role=role)

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from finpass_pipeline.errors import UsageError
+
 DEV_AUDIT_HASH_KEY = "finpass-dev-only-insecure-audit-key"
 """Used for `user_id_hash` only when `FINPASS_DEV_MODE=true` and no key is configured."""
 
@@ -50,14 +52,25 @@ class Settings(BaseSettings):
     audit_checkpoint_key: SecretStr | None = None
     """HMAC-SHA-256 key that signs `audit checkpoint` files."""
 
+    # The transactional outbox (producers/outbox.py).
+    outbox_database_url: str | None = None
+    """The database holding `event_outbox` when it is not the pipeline's own."""
+
     @field_validator("database_role", mode="before")
     @classmethod
     def _empty_role_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("database_url")
+    @field_validator("outbox_database_url", mode="before")
     @classmethod
-    def _dsn_is_postgres(cls, value: str) -> str:
+    def _empty_outbox_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("database_url", "outbox_database_url")
+    @classmethod
+    def _dsn_is_postgres(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ValueError("must start with postgresql:// (e.g. postgresql://user@host:5432/db)")
@@ -93,6 +106,10 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """`topic("payments")` → `finpass.payments` under the configured prefix."""
         return f"{self.topic_prefix}{name}"
+
+    def outbox_dsn(self) -> str:
+        """The outbox database: `FINPASS_OUTBOX_DATABASE_URL`, else `FINPASS_DATABASE_URL`."""
+        return self.outbox_database_url or self.database_url
 
     def hash_key(self) -> bytes:
         """The audit pseudonym key; outside dev mode a missing key is a configuration error."""
@@ -136,7 +153,7 @@ class Settings(BaseSettings):
         raise ConfigError("FINPASS_AUDIT_CHECKPOINT_KEY is not set (it signs audit checkpoints)")
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """Bad configuration: the CLI prints the message on one line and exits 2."""
 
 

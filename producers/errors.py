@@ -21,6 +21,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
+from finpass_pipeline.errors import FinpassError
 from finpass_pipeline.events import InvalidEventError
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class PublishError(Exception):
+class PublishError(FinpassError):
     """Base of every publishing failure. `retriable`: the same event may succeed later."""
 
     retriable: ClassVar[bool] = False

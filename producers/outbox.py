@@ -27,8 +27,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from finpass_pipeline.db import is_transient
 from finpass_pipeline.events import (
@@ -39,7 +37,7 @@ from finpass_pipeline.events import (
     topic_suffix,
 )
 from finpass_pipeline.retry import Backoff, sleep_or_stop
-from finpass_pipeline.settings import ConfigError, Settings
+from finpass_pipeline.settings import Settings
 from producers.errors import MessageRejected, NotInTransaction, PublishError
 from producers.publisher import Publisher
 
@@ -50,7 +48,6 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "install",
-    "outbox_dsn",
     "run_relay",
 ]
 
@@ -127,28 +124,6 @@ async def enqueue_many(conn: asyncpg.Connection, events: Iterable[EventBase]) ->
     """`enqueue` for several events in one round trip; they are published in this order."""
     _require_transaction(conn)
     await conn.executemany(_INSERT, [_row(event) for event in events])
-
-
-class _OutboxEnv(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FINPASS_", env_file=".env", extra="ignore")
-
-    outbox_database_url: str | None = None
-
-
-def outbox_dsn(settings: Settings) -> str:
-    """The outbox database: `FINPASS_OUTBOX_DATABASE_URL`, else `FINPASS_DATABASE_URL`.
-
-    Raises `ConfigError` (exit 2) for a malformed DSN, with the same rules as the pipeline's own.
-    """
-    raw = _OutboxEnv().outbox_database_url
-    if not raw:
-        return settings.database_url
-    try:
-        Settings(database_url=raw)  # the same DSN validation the pipeline's own database gets
-    except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        raise ConfigError(f"FINPASS_OUTBOX_DATABASE_URL: {first['msg']} (got {raw!r})") from None
-    return raw
 
 
 class OutboxRelay:

@@ -8,12 +8,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from consumers.daemon import ConsumerDaemon
+from finpass_pipeline import db
 from finpass_pipeline.events import EventBase, message_key, serialize_event, topic_suffix
 from finpass_pipeline.kafka import ensure_topics
 from finpass_pipeline.migrations import migrate
@@ -23,20 +23,8 @@ from finpass_pipeline.settings import Settings
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
     """DSN of a brand-new, empty database on the server of `admin_dsn`; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with db.scratch_database(admin_dsn, f"t_{uuid.uuid4().hex[:16]}") as dsn:
+        yield dsn
 
 
 def make_settings(database_url: str, bootstrap: str, prefix: str, **overrides: Any) -> Settings:

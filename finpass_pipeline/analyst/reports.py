@@ -36,9 +36,9 @@ from finpass_pipeline.analyst.definitions import (
     Report,
     resolve,
 )
+from finpass_pipeline.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, print_error
 from finpass_pipeline.settings import Settings
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "csv", "json")
 READ_ONLY_SETTINGS = {
     "application_name": "finpass-report",
@@ -54,7 +54,7 @@ READ_ONLY_SETTINGS = {
 }
 
 
-class ReportUsageError(Exception):
+class ReportUsageError(UsageError):
     """Bad report name or option: printed on one line, exit 2."""
 
 
@@ -217,8 +217,7 @@ def _glue_relative_times(report: Report, options: list[str]) -> list[str]:
     return glued
 
 
-def _error(message: str) -> None:
-    print(f"finpass-pipeline: {message}", file=sys.stderr, flush=True)
+_error = print_error
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:

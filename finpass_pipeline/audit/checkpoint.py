@@ -23,11 +23,12 @@ from typing import Any
 import asyncpg
 
 from finpass_pipeline.audit.verify import Head
+from finpass_pipeline.errors import FinpassError
 
 FORMAT = "finpass-audit-checkpoint/1"
 
 
-class CheckpointError(Exception):
+class CheckpointError(FinpassError):
     """The checkpoint file is malformed, or its signature does not match the key."""
 
 

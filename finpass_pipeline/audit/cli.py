@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -21,18 +20,17 @@ from pathlib import Path
 import asyncpg
 
 from finpass_pipeline.db import connect
+from finpass_pipeline.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, FinpassError, print_error
 from finpass_pipeline.settings import ConfigError, Settings
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 Say = Callable[[str], None]
 
 
-class AuditCommandError(Exception):
+class AuditCommandError(FinpassError):
     """A one-line failure of an audit command (exit 1)."""
 
 
-def _err(line: str) -> None:
-    print(f"finpass-pipeline: {line}", file=sys.stderr, flush=True)
+_err = print_error
 
 
 def _out(line: str) -> None:

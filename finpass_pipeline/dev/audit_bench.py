@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from pydantic import SecretStr
 
+from finpass_pipeline.db import scratch_database
 from finpass_pipeline.settings import Settings
 
 TARGET_MAX_COST = 0.15
@@ -47,10 +47,6 @@ class AuditBenchResult:
         """The same from the mean of each mode's runs (noisier on a shared machine)."""
         return 1.0 - (sum(self.on_eps) / len(self.on_eps)) / (sum(self.off_eps) /
                                                               len(self.off_eps))
-
-
-def _with_db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 def hash_cost_us(events: list[Any], settings: Settings) -> float:
@@ -92,15 +88,10 @@ class _Bench:
         from finpass_pipeline.dev.bench import wait_committed
         from finpass_pipeline.migrations import migrate
 
-        db = f"abench_{self.stamp}_{name}"
-        admin = await asyncpg.connect(self.base.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{db}"')
-        finally:
-            await admin.close()
-        try:
+        async with scratch_database(self.base.database_url,
+                                    f"abench_{self.stamp}_{name}") as dsn:
             s = self.base.model_copy(update={
-                "database_url": _with_db(self.base.database_url, db),
+                "database_url": dsn,
                 "topic_prefix": self.prefix, "consumer_group": f"abench-{self.stamp}-{name}",
                 "http_port": 0, "audit_chain": chained,
                 "audit_hash_key": SecretStr("bench-key"),
@@ -127,12 +118,6 @@ class _Bench:
                 await asyncio.wait_for(task, timeout=60)
                 await conn.close()
             return eps, verify_rate
-        finally:
-            admin = await asyncpg.connect(self.base.database_url)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            finally:
-                await admin.close()
 
 
 async def measure(settings: Settings, events: int, users: int, seed: int, rounds: int,

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -36,6 +35,7 @@ from consumers.rows import inserts
 from consumers.store import Store
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.audit.record import AUDIT_COLUMNS
+from finpass_pipeline.db import create_database, drop_database
 from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.migrations import migrate
@@ -76,10 +76,6 @@ class BenchResult:
         return data
 
 
-def _with_db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
 class Bench:
     def __init__(self, settings: Settings, events: int, users: int, seed: int,
                  latency_rate: float, latency_seconds: float, naive_sample: int,
@@ -102,14 +98,10 @@ class Bench:
 
     async def _fresh(self, name: str, prefix: str | None = None) -> Settings:
         db = f"bench_{self.stamp}_{name}"
-        admin = await asyncpg.connect(self.base.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{db}"')
-        finally:
-            await admin.close()
+        dsn = await create_database(self.base.database_url, db)
         self.databases.append(db)
         s = self.base.model_copy(update={
-            "database_url": _with_db(self.base.database_url, db),
+            "database_url": dsn,
             "topic_prefix": prefix or f"bench{self.stamp}.",
             "consumer_group": f"bench-{self.stamp}-{name}",
             "http_port": 0,
@@ -120,12 +112,8 @@ class Bench:
 
     async def cleanup(self) -> None:
         """Drop the run's databases and delete its topics."""
-        admin = await asyncpg.connect(self.base.database_url)
-        try:
-            for db in self.databases:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        for db in self.databases:
+            await drop_database(self.base.database_url, db)
         kafka = AIOKafkaAdminClient(bootstrap_servers=self.base.bootstrap_servers)
         await kafka.start()
         try:

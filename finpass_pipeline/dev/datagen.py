@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from finpass_pipeline.dev.synthetic import Generator, Sizes
+from finpass_pipeline.errors import FinpassError, UsageError
 from finpass_pipeline.settings import Settings
 
 __all__ = ["DatagenError", "Progress", "Result", "Sizes", "generate", "run_cli"]
@@ -35,7 +35,7 @@ Progress = Callable[[str, int], None]
 """progress(table, rows_just_written); called with 0 first to announce a table."""
 
 
-class DatagenError(Exception):
+class DatagenError(UsageError):
     """The target database cannot take generated data (not migrated, or not empty)."""
 
 
@@ -203,15 +203,13 @@ def run_cli(args: Any, settings: Settings) -> int:
             result = asyncio.run(generate(
                 settings.database_url, sizes, (key or DEV_AUDIT_HASH_KEY).encode(),
                 settings.audit_hash_key_id, args.seed, progress))
-        except DatagenError as e:
+        except DatagenError:
             bar.stop()
-            print(f"finpass-pipeline: {e}", file=sys.stderr)
-            return 2
+            raise  # a UsageError: cli.main prints it, exit 2
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             bar.stop()
-            print(f"finpass-pipeline: datagen failed, nothing was committed: "
-                  f"{type(e).__name__}: {e}", file=sys.stderr)
-            return 1
+            raise FinpassError("datagen failed, nothing was committed: "
+                               f"{type(e).__name__}: {e}") from e
     for table, rows in result.rows.items():
         print(f"{table:>18}: {rows:>10,} in {result.seconds.get(table, 0.0):7.1f} s")
     phases = ("load", "analyze", "refresh_rollups")

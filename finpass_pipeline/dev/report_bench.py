@@ -16,7 +16,6 @@ import asyncio
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from finpass_pipeline.analyst.definitions import (
     resolve,
 )
 from finpass_pipeline.analyst.reports import connect, fetch
+from finpass_pipeline.errors import FinpassError
 from finpass_pipeline.settings import Settings
 
 BIG_TABLES = frozenset({"users", "credentials", "credential_status", "payments", "audit_events"})
@@ -230,8 +230,7 @@ def run_cli(args: Any, settings: Settings) -> int:
     try:
         counts, results = asyncio.run(bench(settings.database_url, args.runs))
     except (OSError, asyncpg.PostgresError, RuntimeError) as e:
-        print(f"finpass-pipeline: report-bench failed: {e}", file=sys.stderr)
-        return 1
+        raise FinpassError(f"report-bench failed: {e}") from e
     table = Table(title=f"analyst reports, {args.runs} runs each (client-side wall time)")
     for col in ("report", "case", "kind", "rows", "p50 ms", "p95 ms", "goal", "plan",
                 "indexes used", "big seq scan"):

@@ -8,8 +8,10 @@ import socket
 import time
 from pathlib import Path
 
+from finpass_pipeline.errors import FinpassError
 
-class DevStackError(Exception):
+
+class DevStackError(FinpassError):
     """A local service could not be brought up or down; the message is one line for the operator."""
 
 
