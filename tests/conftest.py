@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.pipeline_support import scratch_database
-from tests.services import Services, discover_services
+from tests.support.pipeline_support import scratch_database
+from tests.support.services import Services, discover_services
 
 
 @pytest.fixture(scope="session")

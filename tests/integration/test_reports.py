@@ -31,8 +31,8 @@ from finpass_pipeline.analyst.definitions import BY_NAME, REPORTS, resolve
 from finpass_pipeline.analyst.reports import connect, fetch
 from finpass_pipeline.dev.datagen import DatagenError, Sizes, generate
 from finpass_pipeline.migrations import SCHEMA_DIR, migrate, rollback
-from tests.pipeline_support import scratch_database
-from tests.services import Services
+from tests.support.pipeline_support import scratch_database
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

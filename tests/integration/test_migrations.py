@@ -28,8 +28,8 @@ from finpass_pipeline.migrations import (
     rollback,
     status,
 )
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TS = "timestamp with time zone"  # the seed's TIMESTAMP, as decided in V2's header
 NOW = "CURRENT_TIMESTAMP"
 UUID_DEFAULT = "gen_random_uuid()"

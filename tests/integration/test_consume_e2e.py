@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from finpass_pipeline.settings import Settings
-from tests.builders import T0, ev, initiated, issued, registered
-from tests.pipeline_support import (
+from tests.support.builders import T0, ev, initiated, issued, registered
+from tests.support.pipeline_support import (
     count,
     fetch,
     make_settings,

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer
 from consumers.daemon import ConsumerDaemon
 from finpass_pipeline.events import message_key, serialize_event
 from finpass_pipeline.settings import Settings
-from tests.builders import ev, initiated, issued, registered
-from tests.pipeline_support import (
+from tests.support.builders import ev, initiated, issued, registered
+from tests.support.pipeline_support import (
     count,
     fetch,
     make_settings,

@@ -25,7 +25,7 @@ from finpass_pipeline.events import (
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.settings import Settings
 from producers.demo_stream import demo_events
-from tests.test_publisher import read_topics
+from tests.unit.test_publisher import read_topics
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TWO_DECIMALS = re.compile(r"^[0-9]+\.[0-9]{2}$")

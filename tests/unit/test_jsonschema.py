@@ -17,9 +17,10 @@ from jsonschema import Draft202012Validator
 from finpass_pipeline.events import EVENT_TYPES, InvalidEventError, parse_event, serialize_event
 from finpass_pipeline.events.schema_export import export_schemas
 from finpass_pipeline.events.wire_types import JSON_VALUE_DEF
-from tests.factories import FACTORIES, payment_initiated, user_registered
+from tests.support import REPO_ROOT
+from tests.support.builders import FACTORIES, payment_initiated, user_registered
 
-COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+COMMITTED = REPO_ROOT / "docs" / "schemas"
 
 ENVELOPE_REQUIRED = {
     "event_id", "event_type", "schema_version", "occurred_at", "correlation_id", "source_system",

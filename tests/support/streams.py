@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from finpass_pipeline.events import EventBase
-from tests.builders import ev, initiated, registered
+from tests.support.builders import ev, initiated, registered
 
 
 @dataclass

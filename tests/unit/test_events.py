@@ -40,8 +40,8 @@ from finpass_pipeline.events import (
 )
 from finpass_pipeline.events.models import UserKycVerifiedData, UserSeenData
 from finpass_pipeline.events.money import explain as explain_money
-from tests import factories
-from tests.factories import FACTORIES
+from tests.support import builders
+from tests.support.builders import FACTORIES
 
 CONTRACT_EXAMPLE = b"""{
   "event_id": "0192f5c4-8d2e-7a51-9c1e-3b8f0d2a4e61",
@@ -97,7 +97,7 @@ def test_every_type_round_trips(event_type: str) -> None:
 def test_factories_cover_every_type_and_mint_fresh_ids() -> None:
     """There is one factory per event type, and each call gets a new event id."""
     assert list(FACTORIES) == list(EVENT_TYPES)
-    assert factories.user_seen().event_id != factories.user_seen().event_id
+    assert builders.user_seen().event_id != builders.user_seen().event_id
 
 
 def test_contract_example_parses() -> None:
@@ -120,7 +120,7 @@ def test_contract_example_parses() -> None:
 def test_serialized_form_is_compact_with_money_strings_and_utc() -> None:
     """Output has no whitespace, money as strings at the given scale, and UTC times with Z."""
     offset = timezone(timedelta(hours=5, minutes=30))
-    event = factories.payment_initiated(
+    event = builders.payment_initiated(
         amount="1250.00", fee_amount=Decimal("0.5"), tax_amount=7,
         occurred_at=datetime(2026, 11, 27, 22, 30, tzinfo=offset),
     )  # fmt: skip
@@ -134,7 +134,7 @@ def test_serialized_form_is_compact_with_money_strings_and_utc() -> None:
 
 def test_offsets_are_normalised_to_utc() -> None:
     """Any RFC 3339 offset is accepted and held as the same instant in UTC."""
-    document = as_json(factories.user_kyc_verified())
+    document = as_json(builders.user_kyc_verified())
     document["occurred_at"] = "2026-11-27T12:00:00-05:00"
     document["data"]["verified_at"] = "2026-11-27T18:30:00.5+01:30"
     event = parse_event(encode(document))
@@ -146,19 +146,19 @@ def test_offsets_are_normalised_to_utc() -> None:
 
 def test_unknown_data_fields_are_kept() -> None:
     """Fields a newer producer adds to `data` survive parsing and show in extra_fields()."""
-    document = as_json(factories.payment_captured())
+    document = as_json(builders.payment_captured())
     document["data"]["settlement"] = {"batch": "b-7", "rate": 1.5}
     document["data"]["acquirer"] = "acme"
     event = parse_event(encode(document))
     expected = {"settlement": {"batch": "b-7", "rate": 1.5}, "acquirer": "acme"}
     assert event.data.extra_fields() == expected
     assert parse_event(serialize_event(event)) == event
-    assert factories.payment_captured().data.extra_fields() == {}
+    assert builders.payment_captured().data.extra_fields() == {}
 
 
 def test_unknown_envelope_and_actor_fields_are_ignored() -> None:
     """Additive envelope and actor fields are not errors and are not kept."""
-    document = as_json(factories.user_seen(actor=factories.actor()))
+    document = as_json(builders.user_seen(actor=builders.actor()))
     document["trace_parent"] = "00-abc-01"
     document["actor"]["mfa"] = True
     event = parse_event(encode(document))
@@ -168,7 +168,7 @@ def test_unknown_envelope_and_actor_fields_are_ignored() -> None:
 
 def test_optional_fields_may_be_absent_and_defaults_apply() -> None:
     """Only the bold fields are needed; payment_type defaults to ONE_TIME."""
-    document = as_json(factories.payment_initiated())
+    document = as_json(builders.payment_initiated())
     for name in ("payment_type", "payment_method", "reference_id", "description",
                  "kyc_decision_token", "fee_amount", "tax_amount"):  # fmt: skip
         del document["data"][name]
@@ -182,7 +182,7 @@ def test_optional_fields_may_be_absent_and_defaults_apply() -> None:
 
 def test_null_payment_type_means_one_time() -> None:
     """A producer that sends unset fields as null gets the default payment_type."""
-    document = as_json(factories.payment_initiated())
+    document = as_json(builders.payment_initiated())
     document["data"]["payment_type"] = None
     event = parse_event(encode(document))
     assert isinstance(event, PaymentInitiated)
@@ -192,9 +192,9 @@ def test_null_payment_type_means_one_time() -> None:
 def test_enums_accept_every_contract_value() -> None:
     """status and payment_type accept exactly the values CONTRACT.md §3 lists."""
     for status in ("ACTIVE", "SUSPENDED", "TERMINATED"):
-        assert factories.user_status_changed(status=status).data.status is UserStatus(status)
+        assert builders.user_status_changed(status=status).data.status is UserStatus(status)
     for kind in ("ONE_TIME", "RECURRING", "SUBSCRIPTION"):
-        assert factories.payment_initiated(payment_type=kind).data.payment_type == kind
+        assert builders.payment_initiated(payment_type=kind).data.payment_type == kind
 
 
 # --- money -------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_enums_accept_every_contract_value() -> None:
 )
 def test_exact_json_numbers_are_read_exactly(number: str, expected: str) -> None:
     """A JSON number amount is read from its text, never through a binary float."""
-    document = as_json(factories.payment_initiated(fee_amount=None, tax_amount=None))
+    document = as_json(builders.payment_initiated(fee_amount=None, tax_amount=None))
     document["data"]["amount"] = "@amount"
     event = parse_event(encode(document, amount=number))
     assert isinstance(event, PaymentInitiated)
@@ -227,7 +227,7 @@ def test_exact_json_numbers_are_read_exactly(number: str, expected: str) -> None
 
 def test_json_number_money_in_every_money_field() -> None:
     """fee_amount and tax_amount sent as JSON numbers are exact as well."""
-    document = as_json(factories.payment_initiated())
+    document = as_json(builders.payment_initiated())
     document["data"].update(amount="@a", fee_amount="@f", tax_amount="@t")
     event = parse_event(encode(document, a="5000000000000000.01", f="0.10", t="2"))
     assert isinstance(event, PaymentInitiated)
@@ -247,7 +247,7 @@ def test_json_number_money_in_every_money_field() -> None:
 def test_any_valid_amount_is_exact_as_string_or_json_number(amount: Decimal) -> None:
     """Every amount with 0-2 places below 10^16 parses to itself, as a string or a JSON number."""
     text = format(amount, "f")
-    document = as_json(factories.payment_initiated(fee_amount=None, tax_amount=None))
+    document = as_json(builders.payment_initiated(fee_amount=None, tax_amount=None))
     for form in (f'"{text}"', text):
         document["data"]["amount"] = "@amount"
         event = parse_event(encode(document, amount=form))
@@ -258,21 +258,21 @@ def test_any_valid_amount_is_exact_as_string_or_json_number(amount: Decimal) -> 
 def test_python_floats_are_refused_for_money() -> None:
     """In Python, a float amount is an error: its binary value is not what the caller meant."""
     with pytest.raises(ValidationError, match="not a valid amount of money"):
-        factories.payment_initiated(amount=12.5)
+        builders.payment_initiated(amount=12.5)
     assert explain_money(12.5) == "a float is not exact: pass a decimal string or a Decimal"
 
 
 def test_money_bounds() -> None:
     """The largest DECIMAL(18,2) value is accepted; every amount may be zero (CONTRACT.md §5)."""
-    event = factories.payment_initiated(
+    event = builders.payment_initiated(
         amount="9999999999999999.99", fee_amount=None, tax_amount=None
     )
     assert event.data.amount == Decimal("9999999999999999.99")
-    event = factories.payment_initiated(amount="0.01", fee_amount="0", tax_amount="0.00")
+    event = builders.payment_initiated(amount="0.01", fee_amount="0", tax_amount="0.00")
     assert event.data.fee_amount == 0
-    assert factories.payment_initiated(amount="0").data.amount == 0
-    assert factories.payment_initiated(fee_amount="12.500").data.fee_amount == Decimal("12.50")
-    assert factories.payment_initiated(amount="007.50").data.amount == Decimal("7.50")
+    assert builders.payment_initiated(amount="0").data.amount == 0
+    assert builders.payment_initiated(fee_amount="12.500").data.fee_amount == Decimal("12.50")
+    assert builders.payment_initiated(amount="007.50").data.amount == Decimal("7.50")
 
 
 # --- invalid events ----------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def data(name: str, value: Any) -> Mutation:
 
 PAY = "payment.initiated"
 # An otherwise valid event with "é" in Latin-1 rather than UTF-8.
-LATIN1 = serialize_event(factories.user_seen(did="did:é")).replace("é".encode(), b"\xe9")
+LATIN1 = serialize_event(builders.user_seen(did="did:é")).replace("é".encode(), b"\xe9")
 OVERSIZE = mutated("user.registered", data("padding", "x" * MAX_EVENT_BYTES))
 
 INVALID: list[tuple[str, bytes, list[str]]] = [
@@ -316,7 +316,7 @@ INVALID: list[tuple[str, bytes, list[str]]] = [
     ("not utf-8", b'\xff\xfe{"event_type": "user.seen"}', ["not UTF-8"]),
     ("latin-1 inside a string", LATIN1, ["not UTF-8"]),
     ("not json", b"{event_type: user.seen}", ["not JSON"]),
-    ("trailing garbage", serialize_event(factories.user_seen()) + b" x", ["not JSON", "trailing"]),
+    ("trailing garbage", serialize_event(builders.user_seen()) + b" x", ["not JSON", "trailing"]),
     ("json array", b'[{"event_type": "user.seen"}]', ["not a JSON object", "array"]),
     ("json string", b'"user.seen"', ["not a JSON object", "string"]),
     ("json null", b"null", ["not a JSON object", "null"]),
@@ -473,7 +473,7 @@ def test_json_number_path_reports_other_errors() -> None:
 
 def test_message_at_the_size_limit_is_accepted() -> None:
     """A message of exactly MAX_EVENT_BYTES is still valid."""
-    document = as_json(factories.user_seen())
+    document = as_json(builders.user_seen())
     document["data"]["padding"] = ""
     short = MAX_EVENT_BYTES - len(encode(document))
     document["data"]["padding"] = "x" * short
@@ -485,12 +485,12 @@ def test_message_at_the_size_limit_is_accepted() -> None:
 def test_python_construction_refuses_naive_datetimes() -> None:
     """Building an event in Python with a naive timestamp fails like the wire does."""
     with pytest.raises(ValidationError, match="RFC 3339 date-time"):
-        factories.user_seen(occurred_at=datetime(2026, 1, 1))  # noqa: DTZ001 -- the point
+        builders.user_seen(occurred_at=datetime(2026, 1, 1))  # noqa: DTZ001 -- the point
 
 
 def test_nul_in_an_ignored_field_is_harmless() -> None:
     """A NUL only matters where the event keeps it: ignored envelope fields are never stored."""
-    document = as_json(factories.user_seen())
+    document = as_json(builders.user_seen())
     document["trace"] = "\x00"
     data = parse_event(encode(document)).data
     assert isinstance(data, UserSeenData) and data.did == document["data"]["did"]
@@ -498,7 +498,7 @@ def test_nul_in_an_ignored_field_is_harmless() -> None:
 
 def test_escaped_backslash_u0000_is_not_a_nul() -> None:
     """The text `\\u0000` (an escaped backslash, then u0000) is an ordinary string."""
-    event = factories.user_registered(phone="\\u0000")
+    event = builders.user_registered(phone="\\u0000")
     assert parse_event(serialize_event(event)) == event
 
 
@@ -537,25 +537,25 @@ def test_message_key_is_the_aggregate_id(event_type: str) -> None:
 
 def test_auth_key_falls_back_to_session_then_event_id() -> None:
     """Without a DID, auth.* is keyed by the actor's session, then data's, then the event id."""
-    with_actor = factories.login_failed(did=None, actor=factories.actor(session_id="s-actor"))
+    with_actor = builders.login_failed(did=None, actor=builders.actor(session_id="s-actor"))
     assert message_key(with_actor) == b"s-actor"
-    with_data = factories.login_failed(did=None, session_id="s-data")
+    with_data = builders.login_failed(did=None, session_id="s-data")
     assert message_key(with_data) == b"s-data"
-    bare = factories.login_failed(did=None)
+    bare = builders.login_failed(did=None)
     assert message_key(bare) == str(bare.event_id).encode()
 
 
 def test_subject_did_per_type() -> None:
     """The audit subject is named by the event where it can be; otherwise it is looked up."""
-    reg = factories.user_registered()
+    reg = builders.user_registered()
     assert subject_did(reg) == reg.data.did
-    issued = factories.credential_issued()
+    issued = builders.credential_issued()
     assert subject_did(issued) == issued.data.user_did
-    pay = factories.payment_initiated()
+    pay = builders.payment_initiated()
     assert subject_did(pay) == pay.data.payer_did
-    login = factories.login_succeeded()
+    login = builders.login_succeeded()
     assert subject_did(login) == login.data.did
-    assert subject_did(factories.login_failed(did=None)) is None
+    assert subject_did(builders.login_failed(did=None)) is None
     for event_type in ("credential.revoked", "credential.expired", "payment.captured",
                        "payment.refunded"):  # fmt: skip
         assert subject_did(FACTORIES[event_type]()) is None

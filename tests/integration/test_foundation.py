@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,9 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from finpass_pipeline.dev.stack import local_kafka
 from finpass_pipeline.dev.stack import local_postgres as local_pg
 from finpass_pipeline.settings import Settings
-from tests.services import Services
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+from tests.support.services import Services
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,7 +28,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def test_compose_matches_local_stack() -> None:
     """compose.yaml exposes the ports, database and Kafka settings the code expects."""
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
     pg, kafka = compose["services"]["postgres"], compose["services"]["kafka"]
     defaults = Settings()
     assert pg["image"].startswith("postgres:15")

@@ -32,7 +32,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import hypothesis_jsonschema._from_schema as hypothesis_jsonschema_internals
@@ -61,11 +60,11 @@ from finpass_pipeline.events.wire_types import (
     TIMESTAMP_PATTERN,
     UUID_PATTERN,
 )
-from tests.factories import FACTORIES, actor, new_id
+from tests.support import REPO_ROOT
+from tests.support.builders import FACTORIES, actor, new_id
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = ROOT / "docs" / "schemas"
-README = ROOT / "README.md"
+SCHEMA_DIR = REPO_ROOT / "docs" / "schemas"
+README = REPO_ROOT / "README.md"
 
 MAX_EXAMPLES = int(os.environ.get("WIRE_VALIDITY_EXAMPLES", "100"))
 """Generated messages per event type and run (derandomised: the same ones every run). About

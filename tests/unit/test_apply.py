@@ -20,7 +20,7 @@ from consumers.apply import (
 )
 from finpass_pipeline.audit.record import Pseudonymizer
 from finpass_pipeline.events import EventBase
-from tests.builders import ev, initiated, issued, registered
+from tests.support.builders import ev, initiated, issued, registered
 
 PZ = Pseudonymizer(b"unit-key", "k9")
 

@@ -34,8 +34,10 @@ from finpass_pipeline.audit.retention import run_retention
 from finpass_pipeline.audit.verify import verify
 from finpass_pipeline.migrations import migrate, rollback
 from finpass_pipeline.settings import ConfigError, Settings
-from tests.builders import ev, initiated, registered
-from tests.pipeline_support import (
+from tests.integration.test_migrations import SEED_INDEXES, _catalog
+from tests.support import REPO_ROOT
+from tests.support.builders import ev, initiated, registered
+from tests.support.pipeline_support import (
     fetch,
     make_settings,
     prepare,
@@ -43,11 +45,9 @@ from tests.pipeline_support import (
     send_events,
     wait_caught_up,
 )
-from tests.test_migrations import SEED_INDEXES, _catalog
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
 A, B = ("finpass.payments", 3), ("finpass.users", 0)
 CHAIN_A, CHAIN_B = "finpass.payments:3", "finpass.users:0"
 
@@ -378,7 +378,7 @@ async def test_cli_exit_codes(db: str) -> None:
     cli = [sys.executable, "-m", "finpass_pipeline.cli", "audit"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cli, *args], env=env, cwd=REPO, capture_output=True,
+        return subprocess.run([*cli, *args], env=env, cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=60, check=False)
 
     ok, bad = await asyncio.gather(asyncio.to_thread(run, "verify"),

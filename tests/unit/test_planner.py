@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from consumers.planner import REASON_MAX_CHARS, Planner, clean_reason
 from finpass_pipeline.events import message_key, serialize_event
-from tests.factories import FACTORIES
+from tests.support.builders import FACTORIES
 
 
 class _Rec:

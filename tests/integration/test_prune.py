@@ -12,7 +12,7 @@ import pytest
 from finpass_pipeline.migrations import migrate
 from finpass_pipeline.prune import CLAIMS, OUTBOX, PruneResult, parse_window, prune
 from producers.outbox import install
-from tests.test_foundation import cli
+from tests.integration.test_foundation import cli
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -1,14 +1,26 @@
-"""Valid events of every type for tests: fresh ids on each call, any field overridable.
+"""Valid events for tests, from one module: fresh ids on each call, any field overridable.
 
-Every factory takes the identifiers of its aggregate first (a fresh one when omitted), then
-keyword overrides. A keyword naming an envelope field (`event_id`, `occurred_at`,
-`correlation_id`, `causation_id`, `source_system`, `tenant_id`, `actor`, `schema_version`) sets
-the envelope; any other keyword sets a `data` field. A name the contract does not define becomes
-an extra `data` field, as a newer producer would send. Money may be given as a string or Decimal.
+Two ways to build them:
 
-    reg = user_registered(email="a@example.com")
-    pay = payment_initiated(payer_did=reg.data.did, amount="1250.00", occurred_at=t0)
-    cap = payment_captured(pay.data.payment_id, occurred_at=t0 + timedelta(seconds=1))
+- Per-type factories (`user_registered`, `payment_initiated`, ... and `FACTORIES`): every field
+  set, time-ordered ids and the current time. Every factory takes the identifiers of its
+  aggregate first (a fresh one when omitted), then keyword overrides. A keyword naming an
+  envelope field (`event_id`, `occurred_at`, `correlation_id`, `causation_id`,
+  `source_system`, `tenant_id`, `actor`, `schema_version`) sets the envelope; any other keyword
+  sets a `data` field. A name the contract does not define becomes an extra `data` field, as a
+  newer producer would send. Money may be given as a string or Decimal.
+
+      reg = user_registered(email="a@example.com")
+      pay = payment_initiated(payer_did=reg.data.did, amount="1250.00", occurred_at=t0)
+      cap = payment_captured(pay.data.payment_id, occurred_at=t0 + timedelta(seconds=1))
+
+- Compact builders on a fixed clock, for consumer tests (`ev`, `registered`, `issued`,
+  `initiated`): `at` is seconds after `T0` for `occurred_at`, and every other keyword but
+  `event_id`, `actor` and `correlation_id` is a `data` field.
+
+      ev("payment.captured", payment_id=pid, at=3)
+
+`NEW_EVENT_DATA` is `data` for every event type, for `producers.publisher.new_event`.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from uuid import UUID, uuid4
 from uuid_utils.compat import uuid7
 
 from finpass_pipeline.events import (
+    EVENT_ADAPTER,
     Actor,
     CredentialExpired,
     CredentialIssued,
@@ -293,3 +306,77 @@ FACTORIES: dict[str, Callable[..., EventBase]] = {
     "auth.login_failed": login_failed,
 }
 """`event_type` -> its factory, in contract order."""
+
+
+# --- compact builders on a fixed clock (consumer tests) ----------------------------------------
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def ev(event_type: str, *, at: int = 0, event_id: UUID | None = None,
+       actor: dict[str, Any] | None = None, correlation_id: str | None = None,
+       **data: Any) -> EventBase:
+    """A valid event; `at` is seconds after T0 for `occurred_at`."""
+    raw = {
+        "event_id": str(event_id or uuid4()),
+        "event_type": event_type,
+        "schema_version": 1,
+        "occurred_at": (T0 + timedelta(seconds=at)).isoformat(),
+        "correlation_id": correlation_id or f"corr-{uuid4().hex[:8]}",
+        "source_system": "tests",
+        "actor": actor,
+        "data": {k: (str(v) if isinstance(v, UUID) else v) for k, v in data.items()},
+    }
+    event: EventBase = EVENT_ADAPTER.validate_python(raw)
+    return event
+
+
+def registered(did: str, at: int = 0, **data: Any) -> EventBase:
+    return ev("user.registered", at=at, did=did, **data)
+
+
+def issued(credential_id: UUID, user_did: str, at: int = 0, **data: Any) -> EventBase:
+    fields: dict[str, Any] = {"issuer_id": "did:web:issuer.example", "credential_type": "KYC",
+                              "credential_jwt": f"jwt.{credential_id}.sig"}
+    fields.update(data)
+    return ev("credential.issued", at=at, credential_id=credential_id, user_did=user_did,
+              **fields)
+
+
+def initiated(payment_id: UUID, payer: str = "did:example:payer", at: int = 0,
+              **data: Any) -> EventBase:
+    fields: dict[str, Any] = {"payee_did": "did:example:payee", "amount": "100.00",
+                              "currency": "EUR"}
+    fields.update(data)
+    return ev("payment.initiated", at=at, payment_id=payment_id, payer_did=payer, **fields)
+
+
+# --- `data` for producers.publisher.new_event ----------------------------------------------------
+
+PUBLISHER_DID = "did:example:publisher-test"
+PUBLISHER_PAYMENT, PUBLISHER_CREDENTIAL = uuid4(), uuid4()
+NEW_EVENT_DATA: dict[str, dict[str, Any]] = {
+    "user.registered": {"did": PUBLISHER_DID, "email": "p@example.com",
+                        "metadata": {"tier": "gold"}},
+    "user.kyc_verified": {"did": PUBLISHER_DID},
+    "user.status_changed": {"did": PUBLISHER_DID, "status": "SUSPENDED", "reason": "review"},
+    "user.seen": {"did": PUBLISHER_DID},
+    "credential.issued": {"credential_id": PUBLISHER_CREDENTIAL, "user_did": PUBLISHER_DID,
+                          "issuer_id": "did:web:issuer.example", "credential_type": "KYC",
+                          "credential_jwt": "header.payload.signature"},
+    "credential.revoked": {"credential_id": PUBLISHER_CREDENTIAL, "reason": "superseded"},
+    "credential.suspended": {"credential_id": PUBLISHER_CREDENTIAL},
+    "credential.reinstated": {"credential_id": PUBLISHER_CREDENTIAL},
+    "credential.expired": {"credential_id": PUBLISHER_CREDENTIAL},
+    "payment.initiated": {"payment_id": PUBLISHER_PAYMENT, "payer_did": PUBLISHER_DID,
+                          "payee_did": "did:web:shop", "amount": "1250.00", "currency": "EUR",
+                          "fee_amount": "0.35"},
+    "payment.authorized": {"payment_id": PUBLISHER_PAYMENT, "transaction_id": "txn-1"},
+    "payment.captured": {"payment_id": PUBLISHER_PAYMENT},
+    "payment.failed": {"payment_id": PUBLISHER_PAYMENT, "failure_reason": "declined"},
+    "payment.refunded": {"payment_id": PUBLISHER_PAYMENT, "refund_reason": "returned"},
+    "payment.cancelled": {"payment_id": PUBLISHER_PAYMENT},
+    "auth.login_succeeded": {"did": PUBLISHER_DID, "session_id": "s-1"},
+    "auth.login_failed": {"reason": "invalid password"},  # no DID: keyed by the session id
+}
+"""`event_type` -> a `data` for `new_event`: every event type of the contract, one subject."""

@@ -18,7 +18,7 @@ import pytest
 
 from finpass_pipeline.dev.stack import DevStack
 from finpass_pipeline.settings import Settings
-from tests.pipeline_support import (
+from tests.support.pipeline_support import (
     count,
     fetch,
     make_settings,
@@ -29,8 +29,8 @@ from tests.pipeline_support import (
     wait_caught_up,
     wait_for,
 )
-from tests.services import Services
-from tests.streams import Expected, payments_stream
+from tests.support.services import Services
+from tests.support.streams import Expected, payments_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -335,7 +335,7 @@ async def test_replay_from_zero_gives_identical_tables(
         settings: Settings, services: Services, processes: list[ConsumerProcess],
         tmp_path: Path) -> None:
     """Replaying the topics from offset 0 into a fresh database gives identical tables."""
-    from tests.builders import issued
+    from tests.support.builders import issued
 
     expected = payments_stream(users=500, payments=1_000, logins=500, seed=24)
     extra = [issued(uuid.uuid5(uuid.NAMESPACE_OID, f"c{i}"), f"did:example:u24-{i}", at=500)

@@ -21,7 +21,7 @@ from finpass_pipeline.settings import Settings
 from producers import outbox
 from producers.errors import NotInTransaction
 from producers.publisher import correlation, new_event
-from tests.test_publisher import read_topics
+from tests.unit.test_publisher import read_topics
 
 pytestmark = pytest.mark.integration
 

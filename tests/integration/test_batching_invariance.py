@@ -38,8 +38,8 @@ from consumers.daemon import ConsumerDaemon
 from consumers.planner import Record
 from finpass_pipeline.events import EventBase, message_key, serialize_event
 from finpass_pipeline.settings import Settings
-from tests.builders import T0, ev, initiated, issued, registered
-from tests.pipeline_support import (
+from tests.support.builders import T0, ev, initiated, issued, registered
+from tests.support.pipeline_support import (
     count,
     fetch,
     make_settings,
@@ -48,7 +48,7 @@ from tests.pipeline_support import (
     send_events,
     send_raw,
 )
-from tests.services import Services
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from finpass_pipeline.settings import Settings
-from tests.builders import ev, initiated
-from tests.pipeline_support import (
+from tests.support.builders import ev, initiated
+from tests.support.pipeline_support import (
     fetch,
     make_settings,
     prepare,

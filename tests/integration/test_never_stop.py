@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 from consumers.daemon import ConsumerDaemon
 from finpass_pipeline.events import EventBase, message_key, serialize_event, topic_suffix
 from finpass_pipeline.settings import Settings
-from tests.builders import ev, initiated, issued, registered
-from tests.pipeline_support import fetch, make_settings, prepare, wait_for
+from tests.support.builders import ev, initiated, issued, registered
+from tests.support.pipeline_support import fetch, make_settings, prepare, wait_for
 
 pytestmark = pytest.mark.integration
 
