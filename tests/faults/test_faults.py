@@ -32,8 +32,6 @@ from tests.support.pipeline_support import (
 from tests.support.services import Services
 from tests.support.streams import Expected, payments_stream
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 
 def consumer_env(s: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}

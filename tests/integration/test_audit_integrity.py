@@ -46,8 +46,6 @@ from tests.support.pipeline_support import (
     wait_caught_up,
 )
 
-pytestmark = pytest.mark.integration
-
 A, B = ("finpass.payments", 3), ("finpass.users", 0)
 CHAIN_A, CHAIN_B = "finpass.payments:3", "finpass.users:0"
 

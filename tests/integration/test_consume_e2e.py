@@ -25,8 +25,6 @@ from tests.support.pipeline_support import (
     wait_caught_up,
 )
 
-pytestmark = pytest.mark.integration
-
 
 def pseudonym(did: str) -> str:
     return hmac.new(b"test-audit-key", did.encode(), hashlib.sha256).hexdigest()

@@ -27,8 +27,6 @@ from tests.support.pipeline_support import (
     wait_caught_up,
 )
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> AsyncIterator[Settings]:

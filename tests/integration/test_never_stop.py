@@ -27,8 +27,6 @@ from finpass_pipeline.settings import Settings
 from tests.support.builders import ev, initiated, issued, registered
 from tests.support.pipeline_support import fetch, make_settings, prepare, wait_for
 
-pytestmark = pytest.mark.integration
-
 SEED = 20261201
 
 

@@ -7,29 +7,11 @@ import uuid
 from datetime import datetime, timedelta
 
 import asyncpg
-import pytest
 
 from finpass_pipeline.migrations import migrate
-from finpass_pipeline.prune import CLAIMS, OUTBOX, PruneResult, parse_window, prune
+from finpass_pipeline.prune import CLAIMS, OUTBOX, PruneResult, prune
 from producers.outbox import install
-from tests.integration.test_foundation import cli
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)),
-    (" 7d ", timedelta(days=7)),
-])
-def test_window_parses(text: str, expected: timedelta) -> None:
-    assert parse_window(text) == expected
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("0d", "must be longer than zero"), ("30", "is not a duration"),
-    ("-1d", "is not a duration"), ("1w", "is not a duration"), ("", "is not a duration"),
-])
-def test_bad_window_is_refused_with_the_accepted_forms(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_window(text)
+from tests.support.pipeline_support import cli
 
 
 async def _claims(conn: asyncpg.Connection, now: datetime) -> None:
@@ -41,7 +23,6 @@ async def _claims(conn: asyncpg.Connection, now: datetime) -> None:
         "kafka_offset, state, processed_at) VALUES ($1, 'user.seen', 't', 0, 0, $2, $3)", rows)
 
 
-@pytest.mark.integration
 async def test_prune_claims_keeps_parked_and_recent(fresh_db: str) -> None:
     await migrate(fresh_db)
     conn = await asyncpg.connect(fresh_db)
@@ -75,7 +56,6 @@ async def test_prune_claims_keeps_parked_and_recent(fresh_db: str) -> None:
         await conn.close()
 
 
-@pytest.mark.integration
 async def test_prune_outbox_deletes_only_sent_rows(fresh_db: str) -> None:
     conn = await asyncpg.connect(fresh_db)
     try:
@@ -95,7 +75,6 @@ async def test_prune_outbox_deletes_only_sent_rows(fresh_db: str) -> None:
         await conn.close()
 
 
-@pytest.mark.integration
 async def test_prune_command(fresh_db: str) -> None:
     await migrate(fresh_db)
     conn = await asyncpg.connect(fresh_db)

@@ -26,15 +26,12 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from finpass_pipeline import cli
 from finpass_pipeline.analyst.definitions import BY_NAME, REPORTS, resolve
 from finpass_pipeline.analyst.reports import connect, fetch
 from finpass_pipeline.dev.datagen import DatagenError, Sizes, generate
 from finpass_pipeline.migrations import SCHEMA_DIR, migrate, rollback
-from tests.support.pipeline_support import scratch_database
+from tests.support.pipeline_support import report_cli, scratch_database
 from tests.support.services import Services
-
-pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -483,23 +480,16 @@ async def test_analyst_role_runs_every_report_but_writes_nothing(seeded_db: str)
 
 # --- the command line ----------------------------------------------------------------------
 
-def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, dsn: str,
-         *argv: str) -> tuple[int, str, str]:
-    monkeypatch.setenv("FINPASS_DATABASE_URL", dsn)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["report", *argv])
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
 
 def test_cli_csv_is_the_default_when_piped(seeded_db: str, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Header row, NUMERIC with every digit, one line per row."""
-    code, out, _ = _cli(capsys, monkeypatch, seeded_db, "payments-captured")
+    code, out, _ = report_cli(capsys, monkeypatch, seeded_db, "payments-captured")
     assert code == 0
     assert out == ("currency,payments,amount,fees,taxes,total_amount\n"
                    "EUR,2,350.50,3.50,0.00,354.00\nUSD,1,15000.00,100.00,0.00,15100.00\n")
-    code, out, _ = _cli(capsys, monkeypatch, seeded_db, "credentials-expired", "--format", "csv")
+    code, out, _ = report_cli(capsys, monkeypatch, seeded_db,
+                              "credentials-expired", "--format", "csv")
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[1] == [str(C[4]), str(U4), "did:web:iss-b", "ADDRESS", "VALID",
                        ago(30).isoformat(), ago(1).isoformat()]
@@ -510,17 +500,19 @@ def test_cli_json_keeps_decimals_as_strings_and_iso_times(
         seeded_db: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An array of objects; money as strings, timestamps ISO 8601 with offset, NULL as null."""
-    code, out, _ = _cli(capsys, monkeypatch, seeded_db, "payments-captured", "--format", "json")
+    code, out, _ = report_cli(capsys, monkeypatch, seeded_db,
+                              "payments-captured", "--format", "json")
     assert code == 0
     assert json.loads(out) == [
         {"currency": "EUR", "payments": 2, "amount": "350.50", "fees": "3.50", "taxes": "0.00",
          "total_amount": "354.00"},
         {"currency": "USD", "payments": 1, "amount": "15000.00", "fees": "100.00",
          "taxes": "0.00", "total_amount": "15100.00"}]
-    code, out, _ = _cli(capsys, monkeypatch, seeded_db, "credentials-expired", "--format", "json")
+    code, out, _ = report_cli(capsys, monkeypatch, seeded_db,
+                              "credentials-expired", "--format", "json")
     last = json.loads(out)[-1]
     assert last["expires_at"] is None and last["issued_at"] == ago(10).isoformat()
-    code, out, _ = _cli(capsys, monkeypatch, seeded_db, "users-search", "--query", "nobody",
+    code, out, _ = report_cli(capsys, monkeypatch, seeded_db, "users-search", "--query", "nobody",
                         "--format", "json")
     assert json.loads(out) == []
 
@@ -528,42 +520,12 @@ def test_cli_json_keeps_decimals_as_strings_and_iso_times(
 def test_cli_table_is_aligned(seeded_db: str, capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     """--format table draws one aligned table with a header and a row count."""
-    code, out, _ = _cli(capsys, monkeypatch, seeded_db, "payments-captured", "--format", "table")
+    code, out, _ = report_cli(capsys, monkeypatch, seeded_db,
+                              "payments-captured", "--format", "table")
     assert code == 0
     lines = [line for line in out.splitlines() if "│" in line or "┃" in line]
     assert len(lines) == 3 and len({len(line) for line in lines}) == 1
     assert "total_amount" in lines[0] and "15100.00" in lines[2] and "2 row(s)" in out
-
-
-@pytest.mark.parametrize(("argv", "message"), [
-    (["payments-captured", "--from", "yesterday"], "--from: 'yesterday' is not a time"),
-    (["payments-captured", "--from", "2026-01-01T00:00:00"], "has no UTC offset"),
-    (["payments-captured", "--from", "-1d", "--to", "-2d"], "must be before --to"),
-    (["payments-captured", "--currency", "eur"], "--currency: 'eur' is not a currency code"),
-    (["payments-captured", "--days", "3"], "unrecognized arguments: --days 3"),
-    (["credentials-expiring", "--days", "0"], "--days: must be at least 1"),
-    (["audit-user-timeline"], "needs --user-hash"),
-    (["audit-user-timeline", "--user-hash", "xyz"], "is not a user_id_hash"),
-    (["no-such-report"], "no report named 'no-such-report'"),
-    ([], "name a report"),
-])
-def test_cli_bad_parameters_exit_2_with_one_line(
-        argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Usage errors are caught before connecting: exit 2, one line on stderr."""
-    code, out, err = _cli(capsys, monkeypatch, "postgresql://nobody@127.0.0.1:1/none", *argv)
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and message in err, err
-
-
-def test_cli_list_describes_every_report(capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """report --list names each report, its kind and its options with defaults."""
-    code, out, _ = _cli(capsys, monkeypatch, "postgresql://nobody@127.0.0.1:1/none", "--list")
-    assert code == 0
-    for report in REPORTS:
-        assert f"{report.name}  ({report.kind})" in out
-    assert "--threshold DECIMAL: minimum amount (default 10000)" in out
 
 
 # --- the migration -------------------------------------------------------------------------

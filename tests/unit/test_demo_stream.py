@@ -1,33 +1,26 @@
-"""The demo stream: reproducible, complete, causally ordered; and `produce-demo` against Kafka."""
+"""The demo stream: reproducible, complete, causally ordered. (`produce-demo` against Kafka:
+tests/integration/test_demo_stream.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
-import sys
-import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from finpass_pipeline.dev.produce import produce_demo
 from finpass_pipeline.events import (
     EVENT_TYPES,
     EventBase,
     message_key,
     parse_event,
     serialize_event,
-    topic_suffix,
 )
-from finpass_pipeline.kafka import domain_topics, ensure_topics
-from finpass_pipeline.settings import Settings
 from producers.demo_stream import demo_events
-from tests.unit.test_publisher import read_topics
+from tests.support.builders import T0
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TWO_DECIMALS = re.compile(r"^[0-9]+\.[0-9]{2}$")
 
 # A payment's events, in order, are a prefix of one of these lifecycles.
@@ -118,40 +111,3 @@ def test_causal_order(stream: list[EventBase]) -> None:
         assert times == sorted(times) and len(set(times)) == len(times), steps
         assert all(later.causation_id == earlier.event_id
                    for earlier, later in itertools.pairwise(events))
-
-
-@pytest.mark.integration
-async def test_produce_demo_command_publishes_the_stream(base_env: dict[str, str],
-                                                         bootstrap: str, topic_prefix: str
-                                                         ) -> None:
-    """`finpass-pipeline produce-demo --count 500` creates the topics and publishes exactly the
-    seeded stream: per-topic counts and event ids match, and it reports its rate."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "finpass_pipeline.cli", "produce-demo", "--count", "500",
-        "--users", "100", "--seed", "5", env=base_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, err.decode()
-    assert "events/s" in out.decode() and "payment.initiated" in out.decode()
-    assert "500/500 events" in err.decode()  # plain progress lines: stderr is not a terminal
-
-    expected = list(demo_events(500, 100, 5, T0))  # the same stream, shifted in time
-    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
-    records = await read_topics(bootstrap, domain_topics(settings))
-    assert Counter(r.topic for r in records) == Counter(
-        settings.topic(topic_suffix(e.event_type)) for e in expected)
-    assert sorted(parse_event(r.value).event_id for r in records) == sorted(
-        e.event_id for e in expected)
-
-
-@pytest.mark.integration
-async def test_produce_demo_respects_the_rate_cap(bootstrap: str, topic_prefix: str) -> None:
-    """`rate` caps events per second; the counts returned cover every contract type."""
-    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=topic_prefix,
-                        topic_partitions=3)
-    await ensure_topics(settings)
-    began = time.monotonic()
-    counts = await produce_demo(settings, count=400, rate=1000, users=50, seed=1, progress=False)
-    assert time.monotonic() - began >= 0.35
-    assert list(counts) == list(EVENT_TYPES) and sum(counts.values()) == 400
