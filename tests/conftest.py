@@ -12,7 +12,6 @@ Tests isolate themselves by a fresh database (`fresh_db`) and a fresh topic pref
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +23,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from finpass_pipeline.kafka import ensure_topics
 from finpass_pipeline.settings import Settings
 from producers import outbox
-from tests.support.pipeline_support import kafka_settings, scratch_database
+from tests.support.pipeline_support import (
+    finpass_env,
+    kafka_settings,
+    make_settings,
+    prepare,
+    scratch_database,
+)
 from tests.support.services import Services, discover_services
 
 TIERS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
@@ -99,14 +104,22 @@ def bootstrap(services: Services) -> str:
 @pytest.fixture
 def base_env(services: Services, topic_prefix: str) -> dict[str, str]:
     """Environment for running `finpass-pipeline` subprocesses against the test services."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
-    env.update(
+    return finpass_env(
         FINPASS_KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,
         FINPASS_TOPIC_PREFIX=topic_prefix,
         FINPASS_AUDIT_HASH_KEY="test-audit-key",
         FINPASS_HTTP_PORT="0",
     )
-    return env
+
+
+@pytest.fixture
+async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> Settings:
+    """The pipeline's settings for one test: a fresh database, migrated; fresh topics (three
+    partitions each), created; its own consumer group; the test audit key; any free HTTP port.
+    A module that needs more overrides it with a fixture of the same name asking for this one."""
+    s = make_settings(fresh_db, bootstrap, topic_prefix)
+    await prepare(s)
+    return s
 
 
 @pytest.fixture

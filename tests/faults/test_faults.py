@@ -21,7 +21,7 @@ from finpass_pipeline.settings import Settings
 from tests.support.pipeline_support import (
     count,
     fetch,
-    make_settings,
+    finpass_env,
     prepare,
     scratch_database,
     send_events,
@@ -34,8 +34,7 @@ from tests.support.streams import Expected, payments_stream
 
 
 def consumer_env(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
-    env.update(
+    return finpass_env(
         FINPASS_DATABASE_URL=s.database_url,
         FINPASS_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
         FINPASS_TOPIC_PREFIX=s.topic_prefix,
@@ -45,7 +44,6 @@ def consumer_env(s: Settings) -> dict[str, str]:
         FINPASS_LOG_FORMAT="json",
         FINPASS_BATCH_MAX_EVENTS="500",
     )
-    return env
 
 
 class ConsumerProcess:
@@ -86,13 +84,6 @@ def processes(tmp_path: Path) -> Iterator[list[ConsumerProcess]]:
     yield started
     for p in started:
         p.close()
-
-
-@pytest.fixture
-async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> Settings:
-    s = make_settings(fresh_db, bootstrap, topic_prefix)
-    await prepare(s)
-    return s
 
 
 POISON_KINDS = (b"\xff\xfe not utf-8", b"{not json", b"[1, 2]", b'{"event_type": "no.such"}',

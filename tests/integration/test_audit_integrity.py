@@ -7,9 +7,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,9 +32,9 @@ from finpass_pipeline.audit.verify import verify
 from finpass_pipeline.migrations import migrate, rollback
 from finpass_pipeline.settings import ConfigError, Settings
 from tests.integration.test_migrations import SEED_INDEXES, _catalog
-from tests.support import REPO_ROOT
 from tests.support.builders import ev, initiated, registered
 from tests.support.pipeline_support import (
+    cli,
     fetch,
     make_settings,
     prepare,
@@ -79,6 +76,8 @@ async def db(fresh_db: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(db: str) -> Settings:
+    """Settings for the audit commands on `db`, with a checkpoint key. PostgreSQL only: unlike
+    the shared `settings` (tests/conftest.py), no topics and no broker."""
     return Settings(database_url=db, audit_hash_key=SecretStr("test-audit-key"),
                     audit_checkpoint_key=SecretStr("checkpoint-key"), http_port=0)
 
@@ -371,16 +370,9 @@ async def test_consumer_as_writer_chains_and_user_trail_spans_key_rotation(
 
 async def test_cli_exit_codes(db: str) -> None:
     """`audit verify` exits 0 on an intact log; a missing checkpoint key is a config error (2)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
-    env.update(FINPASS_DATABASE_URL=db, FINPASS_AUDIT_HASH_KEY="k")
-    cli = [sys.executable, "-m", "finpass_pipeline.cli", "audit"]
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cli, *args], env=env, cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=60, check=False)
-
-    ok, bad = await asyncio.gather(asyncio.to_thread(run, "verify"),
-                                   asyncio.to_thread(run, "checkpoint"))
+    env = {"FINPASS_DATABASE_URL": db, "FINPASS_AUDIT_HASH_KEY": "k"}
+    ok, bad = await asyncio.gather(asyncio.to_thread(cli, "audit", "verify", env=env),
+                                   asyncio.to_thread(cli, "audit", "checkpoint", env=env))
     assert ok.returncode == 0 and "audit log intact: 0 chain(s)" in ok.stdout, ok.stderr
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [

@@ -6,19 +6,14 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
-
-import pytest
 
 from finpass_pipeline.settings import Settings
 from tests.support.builders import T0, ev, initiated, issued, registered
 from tests.support.pipeline_support import (
     count,
     fetch,
-    make_settings,
-    prepare,
     running_daemon,
     send_events,
     send_raw,
@@ -28,13 +23,6 @@ from tests.support.pipeline_support import (
 
 def pseudonym(did: str) -> str:
     return hmac.new(b"test-audit-key", did.encode(), hashlib.sha256).hexdigest()
-
-
-@pytest.fixture
-async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> AsyncIterator[Settings]:
-    s = make_settings(fresh_db, bootstrap, topic_prefix)
-    await prepare(s)
-    yield s
 
 
 async def one(s: Settings, sql: str, *args: object) -> dict[str, Any]:

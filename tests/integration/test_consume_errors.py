@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer
 
 from consumers.daemon import ConsumerDaemon
@@ -26,13 +24,6 @@ from tests.support.pipeline_support import (
     send_raw,
     wait_caught_up,
 )
-
-
-@pytest.fixture
-async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> AsyncIterator[Settings]:
-    s = make_settings(fresh_db, bootstrap, topic_prefix)
-    await prepare(s)
-    yield s
 
 
 def valid_payment() -> dict[str, Any]:

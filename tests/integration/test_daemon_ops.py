@@ -16,7 +16,6 @@ from tests.support.builders import ev, initiated
 from tests.support.pipeline_support import (
     fetch,
     make_settings,
-    prepare,
     running_daemon,
     send_events,
     send_raw,
@@ -43,10 +42,9 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> Settings:
-    s = make_settings(fresh_db, bootstrap, topic_prefix, http_port=free_port())
-    await prepare(s)
-    return s
+def settings(settings: Settings) -> Settings:
+    """The shared settings, serving HTTP on a port known in advance (the tests call it)."""
+    return settings.model_copy(update={"http_port": free_port()})
 
 
 async def test_healthz_and_metrics(settings: Settings) -> None:

@@ -40,18 +40,14 @@ async def test_broker_round_trip(services: Services, topic_prefix: str) -> None:
 
 def test_dev_status_reports_running_services(services: Services) -> None:
     """`dev status` answers 0 when both services are reachable."""
-    result = cli("dev", "status", env={"FINPASS_DATABASE_URL": services.database_url,
-                                       "FINPASS_KAFKA_BOOTSTRAP_SERVERS":
-                                           services.kafka_bootstrap_servers})
+    result = cli("dev", "status", env=services.env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reachable" in result.stdout
 
 
 def test_dev_up_with_external_services_starts_nothing(services: Services) -> None:
     """With both services configured, `dev up` only checks them."""
-    result = cli("dev", "up", env={"FINPASS_DATABASE_URL": services.database_url,
-                                   "FINPASS_KAFKA_BOOTSTRAP_SERVERS":
-                                       services.kafka_bootstrap_servers})
+    result = cli("dev", "up", env=services.env())
     assert result.returncode == 0, result.stderr
     assert "nothing started" in result.stdout
 

@@ -25,7 +25,7 @@ from consumers.daemon import ConsumerDaemon
 from finpass_pipeline.events import EventBase, message_key, serialize_event, topic_suffix
 from finpass_pipeline.settings import Settings
 from tests.support.builders import ev, initiated, issued, registered
-from tests.support.pipeline_support import fetch, make_settings, prepare, wait_for
+from tests.support.pipeline_support import fetch, wait_for
 
 SEED = 20261201
 
@@ -209,11 +209,12 @@ async def produce(settings: Settings, stream: list[Sent]) -> None:
 
 
 @pytest.fixture
-async def settings(fresh_db: str, bootstrap: str, topic_prefix: str) -> AsyncIterator[Settings]:
-    s = make_settings(fresh_db, bootstrap, topic_prefix, max_consecutive_dead_letters=100_000,
-                      batch_max_events=500)
-    await prepare(s)
-    conn = await asyncpg.connect(fresh_db)
+async def settings(settings: Settings) -> AsyncIterator[Settings]:
+    """The shared settings, with no stop-the-line limit in reach, batches of 500, and a trigger
+    that makes PostgreSQL refuse two marked payments."""
+    s = settings.model_copy(update={"max_consecutive_dead_letters": 100_000,
+                                    "batch_max_events": 500})
+    conn = await asyncpg.connect(s.database_url)
     try:
         await conn.execute("""
             CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$

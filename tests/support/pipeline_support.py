@@ -31,6 +31,7 @@ from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.migrations import migrate
 from finpass_pipeline.settings import Settings
 from producers.publisher import new_event
+from tests.support import REPO_ROOT
 
 
 @contextlib.asynccontextmanager
@@ -190,12 +191,20 @@ async def wait_caught_up(settings: Settings, total_messages: int, timeout: float
     await wait_for(done, timeout, f"offsets covering {total_messages} messages")
 
 
+def finpass_env(**values: str) -> dict[str, str]:
+    """This process's environment without its `FINPASS_*` variables, plus `values`: what a
+    `finpass-pipeline` subprocess should see (never the caller's configuration by accident)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
+    env.update(values)
+    return env
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`finpass-pipeline *args` as a process, with no `FINPASS_*` variable but those in `env`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
-    base.update(env or {})
+    """`finpass-pipeline *args` as a process in the repository's root, with no `FINPASS_*`
+    variable but those in `env`."""
     return subprocess.run([sys.executable, "-m", "finpass_pipeline.cli", *args],
-                          capture_output=True, text=True, env=base, timeout=60, check=False)
+                          capture_output=True, text=True, env=finpass_env(**(env or {})),
+                          cwd=REPO_ROOT, timeout=60, check=False)
 
 
 def report_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, dsn: str,

@@ -24,6 +24,11 @@ class Services:
     database_url: str
     kafka_bootstrap_servers: str
 
+    def env(self) -> dict[str, str]:
+        """The `FINPASS_*` variables that point a `finpass-pipeline` process at these services."""
+        return {"FINPASS_DATABASE_URL": self.database_url,
+                "FINPASS_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers}
+
 
 def _reachable(host: str, port: int) -> bool:
     try:
