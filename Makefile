@@ -20,8 +20,9 @@ status:
 demo: up
 	@bash scripts/demo.sh
 
+# Every tier (tests/README.md), with the full-depth schema-driven search (100 messages per type).
 test: up
-	@.venv/bin/pytest
+	@WIRE_VALIDITY_EXAMPLES=$${WIRE_VALIDITY_EXAMPLES:-100} .venv/bin/pytest
 
 lint: bootstrap
 	@.venv/bin/ruff check . && .venv/bin/mypy

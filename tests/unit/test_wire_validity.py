@@ -66,9 +66,10 @@ from tests.support.builders import FACTORIES, actor, new_id
 SCHEMA_DIR = REPO_ROOT / "docs" / "schemas"
 README = REPO_ROOT / "README.md"
 
-MAX_EXAMPLES = int(os.environ.get("WIRE_VALIDITY_EXAMPLES", "100"))
+MAX_EXAMPLES = int(os.environ.get("WIRE_VALIDITY_EXAMPLES", "20"))
 """Generated messages per event type and run (derandomised: the same ones every run). About
-20 ms each, 17 types; set WIRE_VALIDITY_EXAMPLES (e.g. 300) for a deeper, slower search."""
+20 ms each, 17 types. 20 keeps `pytest tests/unit` quick; `make test` (and so CI) runs 100;
+set WIRE_VALIDITY_EXAMPLES (e.g. 300) for a deeper, slower search."""
 
 GENERATED: dict[str, Counter[str]] = {}
 """Outcome counts of the schema-driven test, by event type: `accepted`, `refused:<rule>`,
