@@ -24,6 +24,11 @@ demo: up
 test: up
 	@WIRE_VALIDITY_EXAMPLES=$${WIRE_VALIDITY_EXAMPLES:-100} .venv/bin/pytest
 
+# The unit tier only: no PostgreSQL, no Kafka, so no `up`.
+.PHONY: test-unit
+test-unit: bootstrap
+	@.venv/bin/pytest tests/unit
+
 lint: bootstrap
 	@.venv/bin/ruff check . && .venv/bin/mypy
 
