@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 FP := .venv/bin/finpass-pipeline
 
-.PHONY: bootstrap up down status demo test lint bench
+.PHONY: bootstrap up down status demo test test-unit lint bench
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -20,8 +20,13 @@ status:
 demo: up
 	@bash scripts/demo.sh
 
+# Every tier (tests/README.md), with the full-depth schema-driven search (100 messages per type).
 test: up
-	@.venv/bin/pytest
+	@WIRE_VALIDITY_EXAMPLES=$${WIRE_VALIDITY_EXAMPLES:-100} .venv/bin/pytest
+
+# The unit tier only: no PostgreSQL, no Kafka, so no `up`.
+test-unit: bootstrap
+	@.venv/bin/pytest tests/unit
 
 lint: bootstrap
 	@.venv/bin/ruff check . && .venv/bin/mypy
