@@ -8,13 +8,18 @@
 """
 
 from finpass_pipeline.events.codec import (
-    DEAD_LETTER_SUFFIX,
-    DOMAIN_TOPIC_SUFFIXES,
     EVENT_ADAPTER,
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     SCHEMA_RULE,
     SEMANTIC_RULES,
+    Event,
+    InvalidEventError,
+    invalid_event,
+    parse_event,
+    serialize_event,
+)
+from finpass_pipeline.events.models import (
     Actor,
     CredentialExpired,
     CredentialExpiredData,
@@ -26,10 +31,8 @@ from finpass_pipeline.events.codec import (
     CredentialRevokedData,
     CredentialSuspended,
     CredentialSuspendedData,
-    Event,
     EventBase,
     EventData,
-    InvalidEventError,
     LoginFailed,
     LoginFailedData,
     LoginSucceeded,
@@ -56,11 +59,12 @@ from finpass_pipeline.events.codec import (
     UserStatus,
     UserStatusChanged,
     UserStatusChangedData,
+)
+from finpass_pipeline.events.routing import (
+    DEAD_LETTER_SUFFIX,
+    DOMAIN_TOPIC_SUFFIXES,
     audit_event_type,
-    invalid_event,
     message_key,
-    parse_event,
-    serialize_event,
     topic_suffix,
 )
 

@@ -4,7 +4,7 @@ Every type here carries two faces built from the same constants: a pydantic-core
 `parse_event` validates with (natively, no Python callback on the hot path) and the JSON Schema
 that `schema export` publishes. Keeping the pattern, the bounds and the lengths in one place is
 what makes "the exported schemas and the consumer accept exactly the same messages" checkable:
-`tests/test_wire_validity.py` generates messages from the exported schemas and mutations the
+`tests/unit/test_wire_validity.py` generates messages from the exported schemas and mutations the
 contract forbids, and compares.
 
 - `Timestamp`: RFC 3339 `date-time` with `T`, seconds and an offset (`Z` or `±HH:MM`), in years
