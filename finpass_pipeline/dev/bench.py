@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,9 @@ from consumers.store import Store
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.audit.record import AUDIT_COLUMNS
 from finpass_pipeline.db import create_database, drop_database
+from finpass_pipeline.dev import cpu
+from finpass_pipeline.dev.stack import dev_home
+from finpass_pipeline.dev.stack.local_kafka import LocalKafka
 from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.migrations import migrate
@@ -60,6 +63,10 @@ class BenchResult:
     consumer_peak_rss_mb: float = 0.0
     consumers: int = 1
     prefilled_audit_rows: int = 0
+    cpu_us_per_event: dict[str, float | None] = field(default_factory=dict)
+    """CPU µs per event during (c), from /proc: the consumer process(es), their PostgreSQL
+    backends, the broker (None when it is not the local `dev up` broker); and the PostgreSQL
+    backend of the database ceiling (a)."""
 
     @property
     def vs_ceiling(self) -> float:
@@ -140,6 +147,8 @@ class Bench:
             applier.apply(state, Incoming(parse_event(value), s.topic(suffix), 0, offset, value))
         conn = await asyncpg.connect(s.database_url)
         try:
+            backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+            cpu0 = cpu.cpu_seconds(backend) or 0.0
             t0 = time.monotonic()
             async with conn.transaction():
                 # The same COPYs the store writes (`consumers.rows.inserts`), so the ceiling
@@ -158,7 +167,10 @@ class Bench:
                                                  "kafka_partition", "kafka_offset", "state"],
                     records=[(i.event.event_id, i.event.event_type, i.topic, 0, i.offset,
                               "APPLIED") for i in state.applied])
-            return len(messages) / (time.monotonic() - t0)
+            elapsed = time.monotonic() - t0
+            used = (cpu.cpu_seconds(backend) or 0.0) - cpu0
+            self.result.cpu_us_per_event["ceiling_postgres"] = round(used / len(messages) * 1e6, 1)
+            return len(messages) / elapsed
         finally:
             await conn.close()
 
@@ -188,6 +200,7 @@ class Bench:
                    FINPASS_TOPIC_PREFIX=s.topic_prefix, FINPASS_CONSUMER_GROUP=s.consumer_group,
                    FINPASS_AUDIT_HASH_KEY="bench-key", FINPASS_HTTP_PORT="0",
                    FINPASS_LOG_LEVEL="warning")
+        broker = LocalKafka(dev_home() / "kafka").pid()
         started = time.monotonic()
         procs = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "finpass_pipeline.cli", "consume", env=env,
@@ -200,7 +213,16 @@ class Bench:
 
         conn = await asyncpg.connect(s.database_url)
         try:
-            steady, end = await wait_committed(conn, self.n, check, self.say, interval=0.2)
+            pids = [p.pid for p in procs]
+            first: list[tuple[int, dict[str, dict[int, float]]]] = []
+
+            async def at_first_commit(done: int) -> None:
+                first.append((done, await self._cpu_snapshot(conn, pids, broker)))
+
+            steady, end = await wait_committed(conn, self.n, check, self.say, interval=0.2,
+                                               on_first=at_first_commit)
+            self._cpu_per_event(first[0][1], await self._cpu_snapshot(conn, pids, broker),
+                                self.n - first[0][0])
         finally:
             await conn.close()
             rss_kb = max(_peak_rss_kb(proc.pid) for proc in procs)
@@ -210,6 +232,29 @@ class Bench:
             for proc in procs:
                 await asyncio.wait_for(proc.wait(), timeout=60)
         return steady, self.n / (end - started), rss_kb / 1024
+
+    @staticmethod
+    async def _cpu_snapshot(conn: asyncpg.Connection, consumers: list[int], broker: int | None
+                            ) -> dict[str, dict[int, float]]:
+        """CPU seconds so far of each consumer process, each PostgreSQL backend connected to the
+        run's database (but this one), and the local broker."""
+        backends = [int(r["pid"]) for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+        groups = {"consumer": consumers, "postgres": backends, "broker": [broker] if broker else []}
+        return {name: {pid: used for pid in pids if (used := cpu.cpu_seconds(pid)) is not None}
+                for name, pids in groups.items()}
+
+    def _cpu_per_event(self, before: dict[str, dict[int, float]],
+                       after: dict[str, dict[int, float]], events: int) -> None:
+        """From the first commit to the last (start-up and group join left out): a backend that
+        connected in between counts from 0."""
+        for name, now in after.items():
+            if not now or events <= 0:
+                self.result.cpu_us_per_event[name] = None
+                continue
+            spent = sum(used - before[name].get(pid, 0.0) for pid, used in now.items())
+            self.result.cpu_us_per_event[name] = round(spent / events * 1e6, 1)
 
     # --- (d) naive baseline ----------------------------------------------------------------
 
@@ -313,10 +358,12 @@ class Bench:
 
 
 async def wait_committed(conn: asyncpg.Connection, n: int, check: Callable[[], None],
-                         say: Callable[[str], None] | None = None, interval: float = 0.05
+                         say: Callable[[str], None] | None = None, interval: float = 0.05,
+                         on_first: Callable[[int], Awaitable[None]] | None = None
                          ) -> tuple[float, float]:
     """Poll the stored offsets until `n` messages are committed; `check` raises if a consumer
-    died. Returns (events/s from the first commit on, the time the last one was seen)."""
+    died; `on_first(committed)` runs when the first commit is seen. Returns (events/s from the
+    first commit on, the time the last one was seen)."""
     first: tuple[float, int] | None = None
     while True:
         done = int(await conn.fetchval(
@@ -324,6 +371,8 @@ async def wait_committed(conn: asyncpg.Connection, n: int, check: Callable[[], N
         now = time.monotonic()
         if done and first is None:
             first = (now, done)
+            if on_first is not None:
+                await on_first(done)
         if done >= n:
             assert first is not None  # noqa: S101  (done > 0 here)
             return (n - first[1]) / max(now - first[0], 1e-9), now
@@ -364,7 +413,12 @@ def _peak_rss_kb(pid: int) -> float:
     return 0.0
 
 
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
 def render(r: BenchResult) -> str:
+    cpu = r.cpu_us_per_event
     ok = {"vs_ceiling": r.vs_ceiling >= GOALS["vs_ceiling"], "vs_naive": r.vs_naive >= GOALS[
         "vs_naive"], "p99": r.latency_ms.get("p99", 1e9) <= GOALS["p99_ms"],
         "rss": r.consumer_peak_rss_mb <= GOALS["rss_mb"]}
@@ -391,5 +445,8 @@ def render(r: BenchResult) -> str:
         f"{mark(ok['p99'])}",
         f"consumer peak RSS                {r.consumer_peak_rss_mb:>10.1f} MB  goal <= "
         f"{GOALS['rss_mb']:.0f} MB  {mark(ok['rss'])}",
+        "CPU µs per event, (c): " + ", ".join(
+            f"{name} {_us(cpu.get(name))}" for name in ("consumer", "postgres", "broker"))
+        + f"; (a) ceiling postgres {_us(cpu.get('ceiling_postgres'))}",
     ]
     return "\n".join(lines)
