@@ -97,6 +97,8 @@ class BatchState:
 
 def _metadata(base: dict[str, Any] | None, extra: dict[str, Any], existing: str | None = None
               ) -> str | None:
+    if not base and not extra and not existing:
+        return "{}"  # what the general path below writes for nothing to merge, without JSON
     merged: dict[str, Any] = json.loads(existing) if existing else {}
     merged.update(base or {})
     merged.update(extra)

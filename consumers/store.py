@@ -111,10 +111,11 @@ class Store:
         if not unique:
             return result
         fresh = list(unique.values())
-        await self._lock({s for inc, _ in fresh for s in inc.event.subjects()}, conn)
+        about = {inc.event.event_id: inc.event.subjects() for inc, _ in fresh}  # asked once
+        await self._lock({s for subjects in about.values() for s in subjects}, conn)
         claimed = await self._claim(conn, fresh, result)
         state = BatchState()
-        await self._load(conn, state, {s for inc in claimed for s in inc.event.subjects()})
+        await self._load(conn, state, {s for inc in claimed for s in about[inc.event.event_id]})
         waiting = await self._revive(conn, state, result, {
             s for inc in claimed if (s := inc.event.creates()) is not None})
         unparked = [inc.event.event_id for queue in waiting.values() for inc in queue]

@@ -76,6 +76,8 @@ def chain_of(topic: str, partition: int) -> str:
 
 def ts_text(value: datetime) -> str:
     """A timestamp as the canonical encoding writes it (UTC, microseconds, `+00:00`)."""
+    if value.tzinfo is UTC:  # every parsed event's (wire_types converts to UTC): no conversion
+        return value.isoformat(timespec="microseconds")
     if value.utcoffset() is None:
         raise ValueError(f"naive timestamp {value!r} in an audit row")
     return value.astimezone(UTC).isoformat(timespec="microseconds")
@@ -103,13 +105,15 @@ def _canonical_audit_row(r: AuditRow, created_at: str, chain_id: str, seq: int) 
     Must list exactly `CANONICAL_COLUMNS`; the columns the pipeline never fills are null.
     test_audit_integrity checks it against `canonical()` of the row read back.
     """
+    event_id = str(r.event_id)
     return _encode([
-        str(r.id), r.event_type, r.user_id_hash, r.session_id, r.ip_address, r.user_agent,
-        r.tenant_id, r.resource_id, r.resource_type, r.action, r.outcome, r.severity,
+        event_id if r.id == r.event_id else str(r.id), r.event_type, r.user_id_hash,
+        r.session_id, r.ip_address, r.user_agent, r.tenant_id, r.resource_id,
+        r.resource_type, r.action, r.outcome, r.severity,
         r.description, r.details, r.previous_values, r.new_values, r.performed_by,
         r.performed_by_role, r.source_system, r.correlation_id, r.request_id, None,
         r.error_code, r.error_message, None, None, None, r.geolocation, r.device_fingerprint,
-        None, r.retention_days, created_at, str(r.event_id), ts_text(r.occurred_at),
+        None, r.retention_days, created_at, event_id, ts_text(r.occurred_at),
         r.hash_key_id, chain_id, seq,
     ]).encode()
 

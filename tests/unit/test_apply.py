@@ -156,3 +156,16 @@ def test_text_that_fits_is_not_marked() -> None:
     (row,) = state.audit
     assert row.session_id == f"s-hmac:{PZ.hash(did)}"
     assert row.details is None or "full_text" not in row.details
+
+
+def test_a_session_id_sent_in_data_is_used_only_when_it_is_text() -> None:
+    """An unknown `data.session_id` names the audit row's session when it is text; any other
+    JSON value (here a number) is ignored for it and kept in `details.extra`, and the event
+    still applies (it used to fail in the text scrubber and be dead-lettered)."""
+    did = "did:example:s1"
+    actor = {"session_id": "s-actor"}
+    state = run([registered(did), ev("user.seen", at=1, did=did, session_id="s-data"),
+                 ev("user.seen", at=2, did=did, session_id=5, actor=actor)])
+    assert [a.outcome for a in state.audit] == ["SUCCESS", "SUCCESS", "SUCCESS"]
+    assert [a.session_id for a in state.audit[1:]] == ["s-data", "s-actor"]
+    assert json.loads(state.audit[2].details or "{}")["extra"] == {"session_id": 5}
