@@ -53,14 +53,13 @@ class Committer:
     async def commit(self, planned: list[Record], stop: asyncio.Event) -> bool:
         """Commit the batch, retrying infrastructure faults with backoff. False: stopped first."""
         self.dead_letters.new_batch()  # its retries and bisection send each dead letter once
-        backoff = Backoff()
+        backoff = Backoff(on_retry=self.metrics.retries.inc)
         while True:
             try:
                 await self._isolating(planned)
             except Exception as e:  # noqa: BLE001 -- see below
                 # Whatever reaches here is not one message's fault (those are dead-lettered
                 # below): wait for the infrastructure, never crash.
-                self.metrics.retries.inc()
                 # Stop fetching ahead while the database is away: nothing piles up.
                 self.consumer.pause(*self.consumer.assignment())
                 log.warning("transient_failure", error=describe(e), retry_in_s=backoff.delay,
@@ -104,15 +103,21 @@ class Committer:
             self.on_commit(planned)
         self.guard.committed(plan.progress)
         try:
-            self._observe(plan, result)
+            self._observe(planned, plan, result)
         except Exception:  # committed already: a metrics fault must not replay the batch
             log.exception("metrics_failed")
 
-    def _observe(self, plan: Plan, result: BatchResult) -> None:
+    def _observe(self, records: list[Record], plan: Plan, result: BatchResult) -> None:
         m = self.metrics
         now = datetime.now(UTC)
+        now_ms = now.timestamp() * 1000
+        for r in records:
+            if r.timestamp_ms is not None:  # the producer's (or the broker's) record time
+                m.commit_latency.observe(max(now_ms - r.timestamp_ms, 0.0) / 1000)
         for inc in result.applied:
-            m.latency.observe((now - inc.event.occurred_at).total_seconds())
+            m.event_age.observe((now - inc.event.occurred_at).total_seconds())
+        for event_type, count in result.parked_types.items():
+            m.parked.labels(event_type).inc(count)
         for (event_type, outcome), count in result.outcomes.items():
             (m.rejected if outcome == "REJECTED" else m.applied).labels(event_type).inc(count)
         m.duplicates.inc(result.duplicates)

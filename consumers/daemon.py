@@ -39,13 +39,16 @@ from consumers.records import Record
 from consumers.store import Store
 from finpass_pipeline.audit.chain import PARTITIONS_AHEAD, AuditWriter
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
-from finpass_pipeline.db import checked_out, create_pool, retry_transient, schema_ready
+from finpass_pipeline.db import checked_out, create_pool, describe, retry_transient, schema_ready
 from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics, ensure_topics
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
-from finpass_pipeline.retry import Backoff, Stopped
+from finpass_pipeline.retry import Backoff, Stopped, sleep_or_stop
 from finpass_pipeline.settings import Settings
 
 log = structlog.get_logger("finpass.consumer")
+
+PARKED_EVERY_S = 15.0
+"""How often the parked gauges are refreshed from `parked_events`."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -58,6 +61,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.daemon.batch_lock:
             log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]"
                                                        for tp in revoked])
+            self.guard.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         await self.guard.seek_to_stored(list(assigned))
@@ -100,7 +104,8 @@ class ConsumerDaemon:
             resources.push_async_callback(pool.close)
             try:
                 ready = await retry_transient(lambda: _prepare_database(pool),
-                                              during="startup", stop=stop)
+                                              during="startup", stop=stop,
+                                              on_retry=self.metrics.retries.inc)
             except Stopped:
                 log.info("stopped_before_start", note="the database never answered")
                 return 0
@@ -110,7 +115,7 @@ class ConsumerDaemon:
                 return 1
             store = Store(pool, s.consumer_group, Applier(self.pseudonymizer),
                           AuditWriter(chained=s.audit_chain))
-            clients = await _start_kafka(s, stop)
+            clients = await _start_kafka(s, stop, self.metrics.retries.inc)
             if clients is None:
                 return 0
             consumer, producer = clients
@@ -123,7 +128,7 @@ class ConsumerDaemon:
     async def _consume(self, stop: asyncio.Event, consumer: AIOKafkaConsumer,
                        producer: AIOKafkaProducer, store: Store) -> int:
         s = self.settings
-        guard = OffsetGuard(consumer, store)
+        guard = OffsetGuard(consumer, store, self.metrics)
         planner = Planner(s.topic_prefix)
         order = {s.topic(name): i for i, name in enumerate(DOMAIN_TOPICS)}
         intake = Intake(consumer, guard, planner, order, s.batch_max_events)
@@ -136,6 +141,7 @@ class ConsumerDaemon:
         # The next batch is fetched and decoded while this one commits: Python parses while
         # PostgreSQL writes (the event loop switches at every database await).
         ahead = asyncio.create_task(intake.next_batch())
+        parked = asyncio.create_task(self._watch_parked(store, stop))
         try:
             while not stop.is_set():
                 fetched = await ahead
@@ -165,8 +171,23 @@ class ConsumerDaemon:
                     return 1
         finally:
             ahead.cancel()
+            parked.cancel()
         log.info("draining_done", note="stopping: last batch committed, leaving the group")
         return 0
+
+
+    async def _watch_parked(self, store: Store, stop: asyncio.Event) -> None:
+        """Keep the parked gauges current (count, oldest age) every PARKED_EVERY_S; a failed
+        look is logged and tried again next time, it never stops the daemon."""
+        while not stop.is_set():
+            try:
+                count, age = await store.parked_stats()
+            except Exception as e:  # noqa: BLE001 -- a gauge must not stop the line
+                log.warning("parked_stats_failed", error=describe(e))
+            else:
+                self.metrics.parked_now.set(count)
+                self.metrics.parked_oldest.set(age)
+            await sleep_or_stop(PARKED_EVERY_S, stop)
 
 
 async def _prepare_database(pool: asyncpg.Pool) -> bool:
@@ -180,11 +201,11 @@ async def _prepare_database(pool: asyncpg.Pool) -> bool:
         return True
 
 
-async def _start_kafka(s: Settings, stop: asyncio.Event
+async def _start_kafka(s: Settings, stop: asyncio.Event, on_retry: Callable[[], None]
                        ) -> tuple[AIOKafkaConsumer, AIOKafkaProducer] | None:
     """Started consumer and dead-letter producer, retried with backoff until the broker answers;
     None when stopped first."""
-    backoff = Backoff()
+    backoff = Backoff(on_retry=on_retry)
     while not stop.is_set():
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=s.consumer_group,

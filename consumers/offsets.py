@@ -9,6 +9,7 @@ committed to Kafka, for lag tooling only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import structlog
@@ -19,6 +20,7 @@ from consumers.records import PartitionProgress, Record
 from consumers.records import TopicPartition as Key
 from consumers.store import Store
 from finpass_pipeline.db import retry_transient
+from finpass_pipeline.metrics import ConsumerMetrics
 
 log = structlog.get_logger("finpass.consumer")
 
@@ -30,9 +32,11 @@ class OffsetGuard:
     """Where each assigned partition stands: the next offset to apply (from the database),
     where the next fetch starts, and what to commit to Kafka after the database."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, store: Store) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, store: Store,
+                 metrics: ConsumerMetrics) -> None:
         self.consumer = consumer
         self.store = store
+        self.metrics = metrics
         self.expected: dict[Key, int] = {}
         # Where the next fetch of each partition should start: the seek position, then just
         # after the last record fetched. A fetched run that starts there may be decoded ahead,
@@ -45,9 +49,11 @@ class OffsetGuard:
         store = self.store
         progress = await retry_transient(
             lambda: store.load_progress((tp.topic, tp.partition) for tp in assigned),
-            during="partition_assignment")
+            during="partition_assignment", on_retry=self.metrics.retries.inc)
         fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in progress]
         beginning = await self.consumer.beginning_offsets(fresh) if fresh else {}
+        # Lag from the moment of assignment, for every assigned partition (commits update it).
+        ends = await self.consumer.end_offsets(list(assigned)) if assigned else {}
         for tp in assigned:
             stored = progress.get((tp.topic, tp.partition))
             # The stop-the-line count starts again at 0: restarting is the operator's decision
@@ -56,7 +62,14 @@ class OffsetGuard:
             self.consumer.seek(tp, offset)
             self.expected[(tp.topic, tp.partition)] = offset
             self._fetch_next[(tp.topic, tp.partition)] = offset
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(ends[tp] - offset, 0))
         log.info("partitions_assigned", partitions=len(assigned), from_database=len(progress))
+
+    def revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Another consumer owns these now: their lag is its to report."""
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
 
     def fetched(self, key: Key, records: Sequence[ConsumerRecord]) -> bool:
         """Note a fetched run of one partition; True when it continues the last fetch (so

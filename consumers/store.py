@@ -53,6 +53,9 @@ class BatchResult:
     """Dead letters found inside the transaction (reused event ids, unreadable parked events)."""
     duplicates: int = 0
     parked: int = 0
+    parked_types: dict[str, int] = field(default_factory=dict)
+    """Events parked by this batch for the first time, per event type (re-parked revived ones
+    are not counted again)."""
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     rejected: list[tuple[Event, str]] = field(default_factory=list)
 
@@ -85,6 +88,14 @@ class Store:
             )
         return {(r["topic"], r["kafka_partition"]):
                 PartitionProgress(r["next_offset"], r["consecutive_dead_letters"]) for r in rows}
+
+    async def parked_stats(self) -> tuple[int, float]:
+        """(events in `parked_events`, age in seconds of the oldest, 0 when none)."""
+        async with checked_out(self.pool) as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(parked_at)), 0) "
+                "AS age FROM parked_events")
+        return int(row["n"]), float(row["age"])
 
     async def commit_batch(self, events: Sequence[Incoming], dead: Sequence[DeadLetter],
                            progress: dict[TopicPartition, PartitionProgress],
@@ -129,6 +140,11 @@ class Store:
         await self._flush(conn, state, [i for i in unparked if i not in still])
         result.applied = state.applied
         result.parked = len(state.to_park)
+        revived = set(unparked)
+        for inc, _ in state.to_park:
+            if inc.event.event_id not in revived:
+                t = inc.event.event_type
+                result.parked_types[t] = result.parked_types.get(t, 0) + 1
         result.outcomes = state.outcomes
         result.rejected = state.rejected
         return result

@@ -222,6 +222,59 @@ def cmd_report_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_cli(args, settings)
 
 
+# --- dead letters, parked events, offsets (docs/operations.md) ------------------------------
+
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.ops import inspect
+
+    if args.dl_action == "show":
+        return asyncio.run(inspect.dead_letters_show(settings, args.id, say=_say))
+    filt = inspect.DeadLetterFilter(topic=args.topic, event_type=args.event_type,
+                                    reason=args.reason, since=args.since, until=args.until)
+    return asyncio.run(inspect.dead_letters_list(settings, filt, args.limit, args.format, _say))
+
+
+def cmd_parked(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.ops import inspect
+
+    return asyncio.run(inspect.parked_list(settings, args.limit, args.format, _say))
+
+
+def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.ops import inspect
+
+    return asyncio.run(inspect.offsets_show(settings, args.group, _say))
+
+
+def _add_ops_parsers(sub: Any) -> None:
+    dl = sub.add_parser("dead-letters", help="inspect dead letters: list [filters], show ID")
+    dl_sub = dl.add_subparsers(dest="dl_action", required=True)
+    listing = dl_sub.add_parser("list", help="dead letters, oldest first, filtered")
+    listing.add_argument("--topic", help="full topic name, e.g. finpass.payments")
+    listing.add_argument("--event-type", help="e.g. payment.initiated")
+    listing.add_argument("--reason", metavar="REGEX",
+                         help="PostgreSQL regular expression on the reason (case-insensitive)")
+    listing.add_argument("--since", type=_timestamp, help="ISO 8601, with offset")
+    listing.add_argument("--until", type=_timestamp, help="ISO 8601, with offset")
+    listing.add_argument("--limit", type=_positive, default=100, help="rows (default 100)")
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.set_defaults(handler=cmd_dead_letters)
+    show = dl_sub.add_parser("show", help="one dead letter, its raw bytes escaped")
+    show.add_argument("id", type=_positive)
+    show.set_defaults(handler=cmd_dead_letters)
+    parked = sub.add_parser("parked", help="events waiting for their subject")
+    parked_sub = parked.add_subparsers(dest="parked_action", required=True)
+    plist = parked_sub.add_parser("list", help="parked events with their age, oldest first")
+    plist.add_argument("--limit", type=_positive, default=100, help="rows (default 100)")
+    plist.add_argument("--format", choices=("table", "json"), default="table")
+    plist.set_defaults(handler=cmd_parked)
+    offsets = sub.add_parser("offsets", help="consumed offsets: database and Kafka")
+    offsets_sub = offsets.add_subparsers(dest="offsets_action", required=True)
+    oshow = offsets_sub.add_parser("show", help="per partition: database, Kafka commit, lag")
+    oshow.add_argument("--group", help="consumer group (default FINPASS_CONSUMER_GROUP)")
+    oshow.set_defaults(handler=cmd_offsets)
+
+
 # --- the audit log (docs/audit.md) -----------------------------------------------------------
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -381,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("directory")
     export.set_defaults(handler=cmd_schema)
     _add_audit_parser(sub)
+    _add_ops_parsers(sub)
 
     return parser
 

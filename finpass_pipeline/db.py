@@ -130,11 +130,12 @@ async def create_pool(dsn: str, *, role: str | None = None, **kwargs: Any) -> as
 
 
 async def retry_transient(work: Callable[[], Awaitable[T]], *, during: str,
-                          stop: asyncio.Event | None = None) -> T:
+                          stop: asyncio.Event | None = None,
+                          on_retry: Callable[[], None] | None = None) -> T:
     """`await work()` until it succeeds, retrying transient errors with backoff (each logged as
     `database_unavailable`); anything else propagates. Raises `Stopped` if `stop` is set first.
     """
-    backoff = Backoff()
+    backoff = Backoff(on_retry=on_retry)
     while True:
         try:
             return await work()

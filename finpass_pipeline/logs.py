@@ -12,6 +12,22 @@ import sys
 import structlog
 
 
+class ExpectedAtStartup(logging.Filter):
+    """aiokafka logs `GroupCoordinatorNotAvailableError` at ERROR while a fresh broker elects
+    the group coordinator (seconds after its first start) and retries by itself; that is normal
+    and must not look like a failure, so it is shown at INFO, saying so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.name.startswith("aiokafka") and record.levelno >= logging.ERROR
+                and any(type(a).__name__ == "GroupCoordinatorNotAvailableError"
+                        for a in (record.args if isinstance(record.args, tuple) else ()))):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = ("group coordinator not available yet (normal while a fresh broker "
+                          "starts); aiokafka retries")
+            record.args = ()
+        return True
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     """Configure once at process start; `fmt` is auto | json | console."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -47,6 +63,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             renderer,
         ],
     ))
+    handler.addFilter(ExpectedAtStartup())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

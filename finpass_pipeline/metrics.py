@@ -40,15 +40,26 @@ class ConsumerMetrics:
                                     registry=r)
         self.batch_seconds = Histogram("finpass_batch_duration_seconds",
                                        "Time to apply and commit one batch", registry=r)
-        self.latency = Histogram("finpass_end_to_end_latency_seconds",
-                                 "From occurred_at to the database commit",
-                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-                                          60, 300), registry=r)
+        self.commit_latency = Histogram(
+            "finpass_commit_latency_seconds",
+            "From the Kafka record timestamp (produce time) to the database commit, every "
+            "committed message", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                          10, 30, 60, 120), registry=r)
+        self.event_age = Histogram(
+            "finpass_event_age_seconds",
+            "From the event's occurred_at to the database commit, applied events (a replay or "
+            "a late producer shows here, not in the commit latency)",
+            buckets=(1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400),
+            registry=r)
         self.lag = Gauge("finpass_consumer_lag", "High-water mark minus next offset",
                          ["topic", "partition"], registry=r)
         self.retries = Counter("finpass_transient_retries_total",
-                               "Batches retried after a transient database or broker failure",
-                               registry=r)
+                               "Waits before a retry after a database or broker failure (start-up, "
+                               "partition assignment, batches)", registry=r)
+        self.parked_now = Gauge("finpass_parked_events",
+                                "Events in parked_events, waiting for their subject", registry=r)
+        self.parked_oldest = Gauge("finpass_parked_oldest_age_seconds",
+                                   "Age of the oldest parked event (0 when none)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,6 +8,7 @@ when the stop event is set, so SIGTERM never waits out a backoff.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 FIRST_DELAY_S = 0.5
 MAX_BACKOFF_S = 30.0
@@ -32,13 +33,18 @@ class Backoff:
     """The delay before the next retry; `wait` sleeps it (or less, see `sleep_or_stop`) and
     doubles it up to the cap, `reset` starts again after a success."""
 
-    def __init__(self, first: float = FIRST_DELAY_S, cap: float = MAX_BACKOFF_S) -> None:
+    def __init__(self, first: float = FIRST_DELAY_S, cap: float = MAX_BACKOFF_S,
+                 on_retry: Callable[[], None] | None = None) -> None:
         self.first = first
         self.cap = cap
         self.delay = first
         """What the next `wait` sleeps (log it as `retry_in_s`)."""
+        self.on_retry = on_retry
+        """Called at every wait: the daemon counts `finpass_transient_retries_total` here."""
 
     async def wait(self, stop: asyncio.Event | None = None) -> None:
+        if self.on_retry is not None:
+            self.on_retry()
         await sleep_or_stop(self.delay, stop)
         self.delay = min(self.delay * 2, self.cap)
 

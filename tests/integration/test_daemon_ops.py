@@ -11,6 +11,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from consumers import daemon as daemon_module
+from consumers.daemon import ConsumerDaemon
 from finpass_pipeline.settings import Settings
 from tests.support.builders import ev, initiated
 from tests.support.pipeline_support import (
@@ -71,7 +73,9 @@ async def test_healthz_and_metrics(settings: Settings) -> None:
         assert [ln for ln in text.splitlines() if "dead_lettered_total{" in ln] == [
             "finpass_events_dead_lettered_total{event_type=\"unknown\"} 1.0"]
         assert "finpass_batch_duration_seconds_count" in text
-        assert "finpass_end_to_end_latency_seconds_bucket" in text
+        # Every committed message's produce-to-commit time; applied events' age.
+        assert "finpass_commit_latency_seconds_count 3.0" in text
+        assert "finpass_event_age_seconds_count 2.0" in text
         assert 'finpass_consumer_lag{partition=' in text
         assert (await http_get(settings.http_port, "/nope"))[0] == 404
 
@@ -139,3 +143,85 @@ async def test_daemon_creates_missing_topics(fresh_db: str, bootstrap: str,
         await wait_caught_up(s, 2)
     dead = await fetch(s.database_url, "SELECT reason FROM dead_letter_events")
     assert len(dead) == 1
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """`name{labels} value` lines of a /metrics text, by label text."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line[len(name):].rpartition(" ")
+            out[labels] = float(value)
+    return out
+
+
+async def test_lag_covers_every_assigned_partition_at_idle(settings: Settings) -> None:
+    """Lag has a series for each of the 24 assigned partitions from assignment on, not only
+    for the partitions that carried data; at idle, after catching up, every one is 0."""
+    p = uuid.uuid4()
+    await send_events(settings, [initiated(p), ev("payment.captured", payment_id=p, at=1)])
+    async with running_daemon(settings) as daemon:
+        await wait_caught_up(settings, 2)
+
+        async def all_zero() -> bool:
+            lag = samples(daemon.metrics.render().decode(), "finpass_consumer_lag")
+            return len(lag) == 4 * settings.topic_partitions and set(lag.values()) == {0.0}
+
+        await wait_for(all_zero, 20, "a zero lag series for every assigned partition")
+        lag = samples(daemon.metrics.render().decode(), "finpass_consumer_lag")
+        topics = {label.split('topic="')[1].split('"')[0] for label in lag}
+        assert topics == {settings.topic(t) for t in ("users", "credentials", "payments",
+                                                       "security")}
+
+
+async def test_retries_are_counted_while_the_database_is_away_at_start(
+        settings: Settings) -> None:
+    """A database that does not answer at start-up is retried, and each wait is counted in
+    finpass_transient_retries_total (it used to stay 0 until a batch retried)."""
+    dead = settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"})
+    daemon = ConsumerDaemon(dead)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+
+    async def retried() -> bool:
+        text = daemon.metrics.render().decode()
+        return samples(text, "finpass_transient_retries_total").get("", 0) >= 2
+
+    try:
+        await wait_for(retried, 20, "two counted retries")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, timeout=30) == 0  # stopped before it started
+
+
+async def test_parked_events_are_counted_and_their_age_shown(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture before its payment is parked: counted by type, the parked gauge shows 1 and
+    the oldest age grows; once the payment arrives, both gauges fall back to 0."""
+    monkeypatch.setattr(daemon_module, "PARKED_EVERY_S", 0.2)
+    p = uuid.uuid4()
+    await send_events(settings, [ev("payment.captured", payment_id=p, at=1)])
+    async with running_daemon(settings) as daemon:
+        await wait_caught_up(settings, 1)
+
+        async def parked_one() -> bool:
+            text = daemon.metrics.render().decode()
+            return samples(text, "finpass_parked_events").get("", 0) == 1.0 and samples(
+                text, "finpass_parked_oldest_age_seconds").get("", 0) > 0
+
+        await wait_for(parked_one, 20, "the parked gauges")
+        text = daemon.metrics.render().decode()
+        assert samples(text, "finpass_events_parked_total") == {
+            '{event_type="payment.captured"}': 1.0}
+        await send_events(settings, [initiated(p)])
+        await wait_caught_up(settings, 2)
+
+        async def none_parked() -> bool:
+            text = daemon.metrics.render().decode()
+            return samples(text, "finpass_parked_events").get("", -1) == 0.0 and samples(
+                text, "finpass_parked_oldest_age_seconds").get("", -1) == 0.0
+
+        await wait_for(none_parked, 20, "the parked gauges back at 0")
+        # Applied after its payment: counted once as parked, never again.
+        assert samples(daemon.metrics.render().decode(), "finpass_events_parked_total") == {
+            '{event_type="payment.captured"}': 1.0}
