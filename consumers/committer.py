@@ -20,7 +20,7 @@ from consumers.dead_letters import DeadLetterSender
 from consumers.offsets import OffsetGuard
 from consumers.planner import Plan, Planner
 from consumers.records import Record
-from consumers.store import BatchResult, Store
+from consumers.store import BatchResult, OffsetsMoved, Store
 from finpass_pipeline.db import describe, is_infrastructure
 from finpass_pipeline.metrics import ConsumerMetrics
 from finpass_pipeline.retry import Backoff
@@ -80,6 +80,14 @@ class Committer:
         try:
             result = await self.store.commit_batch(plan.events, plan.dead, plan.progress,
                                                    publish=self.dead_letters.publish)
+        except OffsetsMoved as e:
+            # An operator skipped ahead: those partitions restart at the new offset; the rest
+            # of the batch commits as usual.
+            self.guard.moved(e.moved)
+            rest = [r for r in planned if (r.topic, r.partition) not in e.moved]
+            if rest:
+                await self._isolating(rest)
+            return
         except Exception as e:
             if is_infrastructure(e) or isinstance(e, InfrastructureFault):
                 raise

@@ -107,6 +107,16 @@ class OffsetGuard:
             self._fetch_next[key] = expected
         return [(r, d) for r, d in fetched if (r.topic, r.partition) in accepted]
 
+    def moved(self, moved: dict[Key, int]) -> None:
+        """The database's offsets of these partitions were moved ahead (`offsets skip`): go
+        there; what was fetched below is dropped by `in_sequence`."""
+        for key, offset in moved.items():
+            log.warning("offset_moved_by_operator", partition=f"{key[0]}[{key[1]}]",
+                        next_offset=offset)
+            self.expected[key] = offset
+            self._fetch_next[key] = offset
+            self.consumer.seek(TopicPartition(*key), offset)
+
     def committed(self, progress: dict[Key, PartitionProgress]) -> None:
         """The database committed `progress`: expect the next offsets, commit them to Kafka."""
         for key, p in progress.items():

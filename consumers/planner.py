@@ -91,7 +91,7 @@ class Planner:
         for r in records:
             tp = (r.topic, r.partition)
             progress = plan.progress.get(tp) or PartitionProgress(
-                r.offset + 1, self.consecutive.get(tp, 0))
+                r.offset + 1, self.consecutive.get(tp, 0), from_offset=r.offset)
             progress.next_offset = r.offset + 1
             if r.reason is not None:
                 event = r.event

@@ -66,3 +66,5 @@ class PartitionProgress:
 
     next_offset: int
     consecutive_dead_letters: int
+    from_offset: int | None = None
+    """The batch's first offset on this partition (None when loaded from the database)."""

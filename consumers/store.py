@@ -2,6 +2,8 @@
 the consumed offsets, so a crash at any instant neither loses nor repeats an effect.
 
 Order inside the transaction:
+0. lock the batch's rows of `consumer_offsets`; one ahead of where the batch starts (moved by
+   `offsets skip`) rolls the batch back (`OffsetsMoved`);
 1. advisory locks on every subject the batch touches (sorted: no deadlock between consumers);
 2. claim the event ids (`processed_events`, ON CONFLICT DO NOTHING): duplicates drop out here;
 3. load the rows those subjects already have, and take out of `parked_events` every event
@@ -31,6 +33,16 @@ from finpass_pipeline.db import checked_out
 from finpass_pipeline.events import Event, InvalidEventError, parse_event, serialize_event
 from finpass_pipeline.events.models import Subject
 
+
+class OffsetsMoved(Exception):
+    """The database's offset of a partition is ahead of the batch: an operator moved it. The
+    batch rolled back; the consumer seeks there and drops the partition's fetched records."""
+
+    def __init__(self, moved: dict[TopicPartition, int]) -> None:
+        super().__init__(", ".join(f"{t}[{p}] -> {o}" for (t, p), o in sorted(moved.items())))
+        self.moved = moved
+
+
 REUSED_EVENT_ID = "event_id reused with different content"
 """Dead-letter reason of an event whose id was taken before by a different event (§5)."""
 
@@ -44,6 +56,10 @@ def content_digest(inc: Incoming) -> bytes:
 
 PublishDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 """Sends dead letters found inside the transaction to the dead-letter topic before it commits."""
+
+
+AlsoInTransaction = Callable[[asyncpg.Connection, "BatchResult"], Awaitable[None]]
+"""More writes in a batch's transaction, given what it applied."""
 
 
 @dataclass
@@ -99,16 +115,21 @@ class Store:
 
     async def commit_batch(self, events: Sequence[Incoming], dead: Sequence[DeadLetter],
                            progress: dict[TopicPartition, PartitionProgress],
-                           publish: PublishDeadLetters | None = None) -> BatchResult:
+                           publish: PublishDeadLetters | None = None,
+                           also: AlsoInTransaction | None = None) -> BatchResult:
         """Apply `events`, record `dead`, store `progress`: all or nothing. Dead letters the
-        transaction itself finds are passed to `publish` before it commits."""
+        transaction itself finds are passed to `publish` before it commits; `also` writes more
+        in the same transaction (the dead-letter replay marks its letter there)."""
         async with checked_out(self.pool) as conn, conn.transaction():
+            await self._check_not_moved(conn, progress)
             result = await self._apply(conn, events)
             if result.dead and publish is not None:
                 await publish(result.dead)
             if dead or result.dead:
                 await self._insert_dead_letters(conn, [*dead, *result.dead])
             await self._store_progress(conn, progress)
+            if also is not None:
+                await also(conn, result)
             return result
 
     async def _apply(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> BatchResult:
@@ -365,6 +386,26 @@ class Store:
             [d.offset for d in dead], [d.key for d in dead], [d.value for d in dead],
             [d.reason for d in dead], [d.event_id for d in dead], [d.event_type for d in dead],
         )
+
+    async def _check_not_moved(self, conn: asyncpg.Connection,
+                               progress: dict[TopicPartition, PartitionProgress]) -> None:
+        """Lock this batch's offset rows (sorted: consumers never wait on each other in a cycle)
+        and raise `OffsetsMoved` if one is ahead of where the batch starts: an operator skipped
+        (`offsets skip`) while this consumer ran, and nothing below the new offset may apply."""
+        starts = {tp: p.from_offset for tp, p in progress.items() if p.from_offset is not None}
+        if not starts:
+            return
+        items = sorted(starts)
+        rows = await conn.fetch(
+            "SELECT topic, kafka_partition, next_offset FROM consumer_offsets "
+            "WHERE consumer_group = $1 AND (topic, kafka_partition) IN "
+            "(SELECT * FROM unnest($2::text[], $3::int[])) "
+            "ORDER BY topic, kafka_partition FOR UPDATE",
+            self.group, [t for t, _ in items], [p for _, p in items])
+        moved = {(r["topic"], r["kafka_partition"]): int(r["next_offset"]) for r in rows
+                 if r["next_offset"] > starts[(r["topic"], r["kafka_partition"])]}
+        if moved:
+            raise OffsetsMoved(moved)
 
     async def _store_progress(self, conn: asyncpg.Connection,
                               progress: dict[TopicPartition, PartitionProgress]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
@@ -229,8 +230,20 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.dl_action == "show":
         return asyncio.run(inspect.dead_letters_show(settings, args.id, say=_say))
+    if args.dl_action == "discard":
+        from consumers.dead_letter_ops import discard
+
+        asyncio.run(discard(settings, args.ids, args.by, args.why, _say))
+        return EXIT_OK
     filt = inspect.DeadLetterFilter(topic=args.topic, event_type=args.event_type,
                                     reason=args.reason, since=args.since, until=args.until)
+    if args.dl_action == "replay":
+        from consumers.dead_letter_ops import replay
+
+        report = asyncio.run(replay(settings, filt, args.by, args.why, args.ids, _say))
+        _say(f"replayed: {report.applied} applied, {report.still_invalid} still invalid "
+             f"({report.reason_changed} with a new reason)")
+        return EXIT_OK
     return asyncio.run(inspect.dead_letters_list(settings, filt, args.limit, args.format, _say))
 
 
@@ -243,6 +256,12 @@ def cmd_parked(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_offsets(args: argparse.Namespace, settings: Settings) -> int:
     from finpass_pipeline.ops import inspect
 
+    if args.offsets_action == "skip":
+        from finpass_pipeline.ops.skip import skip
+
+        asyncio.run(skip(settings, args.topic, args.partition, args.offset, args.why, args.by,
+                         args.group, _say))
+        return EXIT_OK
     return asyncio.run(inspect.offsets_show(settings, args.group, _say))
 
 
@@ -250,15 +269,28 @@ def _add_ops_parsers(sub: Any) -> None:
     dl = sub.add_parser("dead-letters", help="inspect dead letters: list [filters], show ID")
     dl_sub = dl.add_subparsers(dest="dl_action", required=True)
     listing = dl_sub.add_parser("list", help="dead letters, oldest first, filtered")
-    listing.add_argument("--topic", help="full topic name, e.g. finpass.payments")
-    listing.add_argument("--event-type", help="e.g. payment.initiated")
-    listing.add_argument("--reason", metavar="REGEX",
-                         help="PostgreSQL regular expression on the reason (case-insensitive)")
-    listing.add_argument("--since", type=_timestamp, help="ISO 8601, with offset")
-    listing.add_argument("--until", type=_timestamp, help="ISO 8601, with offset")
+    replaying = dl_sub.add_parser("replay", help="re-apply waiting dead letters (filtered) "
+                                  "through the consumer's validation and apply path, once")
+    for p in (listing, replaying):
+        p.add_argument("--topic", help="full topic name, e.g. finpass.payments")
+        p.add_argument("--event-type", help="e.g. payment.initiated")
+        p.add_argument("--reason", metavar="REGEX",
+                       help="PostgreSQL regular expression on the reason (case-insensitive)")
+        p.add_argument("--since", type=_timestamp, help="ISO 8601, with offset")
+        p.add_argument("--until", type=_timestamp, help="ISO 8601, with offset")
+        p.set_defaults(handler=cmd_dead_letters)
     listing.add_argument("--limit", type=_positive, default=100, help="rows (default 100)")
     listing.add_argument("--format", choices=("table", "json"), default="table")
-    listing.set_defaults(handler=cmd_dead_letters)
+    replaying.add_argument("--id", dest="ids", type=_positive, action="append",
+                           help="only this letter (repeatable)")
+    discarding = dl_sub.add_parser("discard", help="mark dead letters handled, with who and "
+                                   "why (nothing is deleted)")
+    discarding.add_argument("ids", type=_positive, nargs="+", metavar="ID")
+    discarding.set_defaults(handler=cmd_dead_letters)
+    for p in (replaying, discarding):
+        p.add_argument("--by", default=getpass.getuser(), help="who (default: the OS user)")
+    replaying.add_argument("--why", help="a note kept with each replayed letter")
+    discarding.add_argument("--why", required=True, help="why no replay is needed")
     show = dl_sub.add_parser("show", help="one dead letter, its raw bytes escaped")
     show.add_argument("id", type=_positive)
     show.set_defaults(handler=cmd_dead_letters)
@@ -271,8 +303,16 @@ def _add_ops_parsers(sub: Any) -> None:
     offsets = sub.add_parser("offsets", help="consumed offsets: database and Kafka")
     offsets_sub = offsets.add_subparsers(dest="offsets_action", required=True)
     oshow = offsets_sub.add_parser("show", help="per partition: database, Kafka commit, lag")
-    oshow.add_argument("--group", help="consumer group (default FINPASS_CONSUMER_GROUP)")
-    oshow.set_defaults(handler=cmd_offsets)
+    oskip = offsets_sub.add_parser("skip", help="move a partition's next offset forward in the "
+                                   "database (and Kafka), audited; safe while the group runs")
+    oskip.add_argument("topic", help="full topic name, e.g. finpass.payments")
+    oskip.add_argument("partition", type=int)
+    oskip.add_argument("offset", type=int, help="the next offset to apply")
+    oskip.add_argument("--why", required=True, help="what the skipped messages were")
+    oskip.add_argument("--by", default=getpass.getuser(), help="who (default: the OS user)")
+    for p in (oshow, oskip):
+        p.add_argument("--group", help="consumer group (default FINPASS_CONSUMER_GROUP)")
+        p.set_defaults(handler=cmd_offsets)
 
 
 # --- the audit log (docs/audit.md) -----------------------------------------------------------

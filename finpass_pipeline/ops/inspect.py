@@ -102,17 +102,18 @@ async def dead_letters_list(settings: Settings, filt: DeadLetterFilter, limit: i
         total = int(await conn.fetchval(f"SELECT count(*) FROM dead_letter_events{where}", *args))
         rows = await conn.fetch(
             "SELECT id, dead_lettered_at, consumer_group, topic, kafka_partition, kafka_offset, "
-            "event_type, event_id, octet_length(raw_value) AS bytes, reason "
+            "event_type, event_id, octet_length(raw_value) AS bytes, reason, handled_as "
             f"FROM dead_letter_events{where} ORDER BY id LIMIT ${len(args) + 1}", *args, limit)
     if fmt == "json":
         for r in rows:
             say(json.dumps({**dict(r), "dead_lettered_at": r["dead_lettered_at"].isoformat(),
                             "event_id": str(r["event_id"]) if r["event_id"] else None}))
         return 0
-    _table(say, ("id", "dead_lettered_at", "source", "event_type", "bytes", "reason"), [
+    _table(say, ("id", "dead_lettered_at", "source", "event_type", "bytes", "handled",
+                 "reason"), [
         (str(r["id"]), r["dead_lettered_at"].astimezone(UTC).isoformat(timespec="seconds"),
          f"{r['topic']}[{r['kafka_partition']}]@{r['kafka_offset']}", r["event_type"] or "-",
-         str(r["bytes"] if r["bytes"] is not None else 0),
+         str(r["bytes"] if r["bytes"] is not None else 0), r["handled_as"] or "-",
          escaped(r["reason"].encode())[:100]) for r in rows])
     say(f"{len(rows)} of {total} dead letter(s)" + (f" (--limit {limit})" if total > len(rows)
                                                      else ""))
@@ -132,6 +133,12 @@ async def dead_letters_show(settings: Settings, letter_id: int, say: Say = print
     say(f"event_type      {r['event_type'] or '-'}")
     say(f"event_id        {r['event_id'] or '-'}")
     say(f"reason          {escaped(r['reason'].encode())}")
+    if r["handled_as"]:
+        say(f"handled         {r['handled_as']} at {r['handled_at'].astimezone(UTC).isoformat()}"
+            f" by {escaped(r['handled_by'].encode())}: "
+            f"{escaped((r['handled_note'] or '').encode())}")
+    else:
+        say("handled         no (waiting: `dead-letters replay --id ID` or `discard ID`)")
     say(f"key             {escaped(r['message_key'])}")
     size = len(value) if value is not None else 0
     shown = value[:SHOW_MAX_BYTES] if value is not None else None

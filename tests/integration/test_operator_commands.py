@@ -46,7 +46,8 @@ async def test_dead_letters_list_filters_and_show_escapes_the_bytes(settings: Se
     out: list[str] = []
     assert await dead_letters_list(settings, DeadLetterFilter(), say=out.append) == 0
     assert out[-1] == "2 of 2 dead letter(s)"
-    assert out[0].split() == ["id", "dead_lettered_at", "source", "event_type", "bytes", "reason"]
+    assert out[0].split() == ["id", "dead_lettered_at", "source", "event_type", "bytes",
+                              "handled", "reason"]
     out.clear()
     only = DeadLetterFilter(topic=settings.topic("users"), reason="^not json")
     assert await dead_letters_list(settings, only, fmt="json", say=out.append) == 0
@@ -66,6 +67,7 @@ async def test_dead_letters_list_filters_and_show_escapes_the_bytes(settings: Se
     text = "\n".join(out)
     assert f"source          {settings.topic('payments')}[" in text
     assert f"({len(HOSTILE)} bytes;" in text
+    assert "handled         no (waiting:" in text
     assert out[-1] == '{"x": "\\x00\\x1b[31mred\\n", \\xff\\xfe}'
     assert not any(c in text for c in "\x00\x1b\r") and all(ln.isprintable() for ln in out)
 
