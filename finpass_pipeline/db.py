@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
+from finpass_pipeline.errors import FinpassError
 from finpass_pipeline.retry import Backoff, Stopped
 
 log = structlog.get_logger(__name__)
@@ -190,3 +191,26 @@ async def scratch_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
         yield dsn
     finally:
         await drop_database(admin_dsn, name)
+
+
+@asynccontextmanager
+async def command_connection(dsn: str, role: str | None, table: str, *,
+                             missing: str | None = None,
+                             error: type[FinpassError] = FinpassError
+                             ) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for an operator command, once `table` is known to exist. Connection and
+    database errors become one-line `error`s; `missing` is the message when the table is not
+    there (default: run migrate)."""
+    try:
+        conn = await connect(dsn, role=role)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise error(f"cannot connect to PostgreSQL: {e}") from e
+    try:
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            raise error(missing or f"table {table} is missing: run `finpass-pipeline migrate` "
+                        "against this database")
+        yield conn
+    except asyncpg.PostgresError as e:
+        raise error(f"database error: {type(e).__name__}: {e}") from e
+    finally:
+        await conn.close()

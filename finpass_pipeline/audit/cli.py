@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 
-from finpass_pipeline.db import connect
+from finpass_pipeline.db import command_connection
 from finpass_pipeline.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, FinpassError, print_error
 from finpass_pipeline.settings import ConfigError, Settings
 
@@ -37,21 +37,11 @@ def _out(line: str) -> None:
     print(line, flush=True)
 
 
-@asynccontextmanager
-async def _connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    try:
-        conn = await connect(settings.database_url, role=settings.database_role)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        raise AuditCommandError(f"cannot connect to PostgreSQL: {e}") from e
-    try:
-        if await conn.fetchval("SELECT to_regclass('audit_chain_heads')") is None:
-            raise AuditCommandError("the audit chain tables are missing: run "
-                                    "`finpass-pipeline migrate` (V4+) against this database")
-        yield conn
-    except asyncpg.PostgresError as e:
-        raise AuditCommandError(f"database error: {type(e).__name__}: {e}") from e
-    finally:
-        await conn.close()
+def _connect(settings: Settings) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    return command_connection(
+        settings.database_url, settings.database_role, "audit_chain_heads",
+        missing="the audit chain tables are missing: run `finpass-pipeline migrate` (V4+) "
+                "against this database", error=AuditCommandError)
 
 
 # --- actions -------------------------------------------------------------------------------------

@@ -8,15 +8,15 @@ message may hold control characters, invalid UTF-8 or a NUL.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.db import connect
+from finpass_pipeline.db import command_connection
 from finpass_pipeline.errors import FinpassError
 from finpass_pipeline.settings import Settings
 
@@ -26,21 +26,10 @@ SHOW_MAX_BYTES = 64 * 1024
 """`dead-letters show` prints at most this much of a value (it says how much it left out)."""
 
 
-@asynccontextmanager
-async def _connect(settings: Settings, table: str) -> AsyncIterator[asyncpg.Connection]:
-    try:
-        conn = await connect(settings.database_url, role=settings.database_role)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        raise FinpassError(f"cannot connect to PostgreSQL: {e}") from e
-    try:
-        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
-            raise FinpassError(f"table {table} is missing: run `finpass-pipeline migrate` "
-                               "against this database")
-        yield conn
-    except asyncpg.PostgresError as e:
-        raise FinpassError(f"database error: {type(e).__name__}: {e}") from e
-    finally:
-        await conn.close()
+def connect_checked(settings: Settings, table: str
+                    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """`db.command_connection` with the settings' database and role."""
+    return command_connection(settings.database_url, settings.database_role, table)
 
 
 def escaped(value: bytes | None) -> str:
@@ -98,7 +87,7 @@ class DeadLetterFilter:
 async def dead_letters_list(settings: Settings, filt: DeadLetterFilter, limit: int = 100,
                             fmt: str = "table", say: Say = print) -> int:
     where, args = filt.where()
-    async with _connect(settings, "dead_letter_events") as conn:
+    async with connect_checked(settings, "dead_letter_events") as conn:
         total = int(await conn.fetchval(f"SELECT count(*) FROM dead_letter_events{where}", *args))
         rows = await conn.fetch(
             "SELECT id, dead_lettered_at, consumer_group, topic, kafka_partition, kafka_offset, "
@@ -121,7 +110,7 @@ async def dead_letters_list(settings: Settings, filt: DeadLetterFilter, limit: i
 
 
 async def dead_letters_show(settings: Settings, letter_id: int, say: Say = print) -> int:
-    async with _connect(settings, "dead_letter_events") as conn:
+    async with connect_checked(settings, "dead_letter_events") as conn:
         r = await conn.fetchrow("SELECT * FROM dead_letter_events WHERE id = $1", letter_id)
     if r is None:
         raise FinpassError(f"no dead letter with id {letter_id}")
@@ -153,7 +142,7 @@ async def dead_letters_show(settings: Settings, letter_id: int, say: Say = print
 
 async def parked_list(settings: Settings, limit: int = 100, fmt: str = "table",
                       say: Say = print) -> int:
-    async with _connect(settings, "parked_events") as conn:
+    async with connect_checked(settings, "parked_events") as conn:
         total = int(await conn.fetchval("SELECT count(*) FROM parked_events"))
         rows = await conn.fetch(
             "SELECT event_id, event_type, subject_type, subject_key, topic, kafka_partition, "
@@ -183,7 +172,7 @@ async def offsets_show(settings: Settings, group: str | None = None, say: Say = 
     """The database's offsets per partition of `group` (default: FINPASS_CONSUMER_GROUP), with
     the broker's high-water mark and the group's Kafka commit when the broker answers."""
     group = group or settings.consumer_group
-    async with _connect(settings, "consumer_offsets") as conn:
+    async with connect_checked(settings, "consumer_offsets") as conn:
         rows = await conn.fetch(
             "SELECT topic, kafka_partition, next_offset, consecutive_dead_letters, updated_at "
             "FROM consumer_offsets WHERE consumer_group = $1 ORDER BY topic, kafka_partition",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from finpass_pipeline.audit.chain import AuditWriter
 from finpass_pipeline.audit.operator import operator_row
 from finpass_pipeline.errors import FinpassError, UsageError
-from finpass_pipeline.ops.inspect import _connect
+from finpass_pipeline.ops.inspect import connect_checked
 from finpass_pipeline.settings import Settings
 
 Say = Callable[[str], None]
@@ -28,7 +28,7 @@ async def skip(settings: Settings, topic: str, partition: int, offset: int, why:
     if not why.strip():
         raise UsageError("offsets skip needs --why: say what the skipped messages were")
     group = group or settings.consumer_group
-    async with _connect(settings, "consumer_offsets") as conn, conn.transaction():
+    async with connect_checked(settings, "consumer_offsets") as conn, conn.transaction():
         current = await conn.fetchval(
             "SELECT next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2 "
             "AND kafka_partition = $3 FOR UPDATE", group, topic, partition)
