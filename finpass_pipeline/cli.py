@@ -125,7 +125,9 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from finpass_pipeline.dev.demo import run_demo
+    from finpass_pipeline.logs import configure_logging
 
+    configure_logging(settings.log_format, settings.log_level)
     return asyncio.run(run_demo(settings, args.count, args.users, args.seed, args.rate))
 
 
@@ -165,6 +167,9 @@ def cmd_produce_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from finpass_pipeline.dev.produce import produce_demo
     from finpass_pipeline.kafka import ensure_topics
+    from finpass_pipeline.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
     from producers.errors import PublishError
 
     async def create_topics_then_produce() -> None:

@@ -11,20 +11,33 @@ import sys
 
 import structlog
 
+EXPECTED_AT_STARTUP = {
+    "GroupCoordinatorNotAvailableError":
+        "group coordinator not available yet (normal while a fresh broker starts); "
+        "aiokafka retries",
+    "NotLeaderForPartitionError":
+        "partition leader not elected yet (normal for a topic just created); the producer "
+        "retries",
+}
+"""aiokafka errors that a fresh broker or a new topic causes for seconds, and that aiokafka
+retries by itself: what `ExpectedAtStartup` says instead."""
+
 
 class ExpectedAtStartup(logging.Filter):
     """aiokafka logs `GroupCoordinatorNotAvailableError` at ERROR while a fresh broker elects
-    the group coordinator (seconds after its first start) and retries by itself; that is normal
-    and must not look like a failure, so it is shown at INFO, saying so."""
+    the group coordinator, and `NotLeaderForPartitionError` at WARNING while a new topic elects
+    its leaders (every first `make demo`), and retries both by itself. That is normal and must
+    not look like a failure: such a line is shown at INFO, saying so. Nothing is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if (record.name.startswith("aiokafka") and record.levelno >= logging.ERROR
-                and any(type(a).__name__ == "GroupCoordinatorNotAvailableError"
-                        for a in (record.args if isinstance(record.args, tuple) else ()))):
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg = ("group coordinator not available yet (normal while a fresh broker "
-                          "starts); aiokafka retries")
-            record.args = ()
+        if record.name.startswith("aiokafka") and record.levelno >= logging.WARNING:
+            args = record.args if isinstance(record.args, tuple) else ()
+            names = {a.__name__ if isinstance(a, type) else type(a).__name__ for a in args}
+            for name, says in EXPECTED_AT_STARTUP.items():
+                if name in names:
+                    record.levelno, record.levelname = logging.INFO, "INFO"
+                    record.msg, record.args = says, ()
+                    break
         return True
 
 

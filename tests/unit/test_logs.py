@@ -7,7 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaConnectionError
+from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
+    NotLeaderForPartitionError,
+)
 
 from finpass_pipeline.logs import ExpectedAtStartup, configure_logging
 
@@ -40,6 +44,17 @@ def test_coordinator_not_available_on_a_fresh_broker_is_info_and_says_why() -> N
                 "aiokafka retries")
     assert (other.levelname, other.getMessage()) == (
         "ERROR", "Group Coordinator Request failed: KafkaConnectionError: down")
+
+
+def test_a_new_topic_without_a_leader_yet_is_info_too() -> None:
+    # The producer's sender passes the error class, not an instance.
+    r = logging.LogRecord("aiokafka.producer.sender", logging.WARNING, __file__, 1,
+                          "Got error produce response on topic-partition %s, retrying. "
+                          "Error: %s", ("finpass.users[4]", NotLeaderForPartitionError), None)
+    assert ExpectedAtStartup().filter(r)
+    assert (r.levelname, r.getMessage()) == (
+        "INFO", "partition leader not elected yet (normal for a topic just created); the "
+                "producer retries")
 
 
 @pytest.mark.usefixtures("restored_logging")
