@@ -174,7 +174,7 @@ async def discard(settings: Settings, letter_ids: list[int], by: str, note: str,
                   say: Say = print) -> int:
     """Mark waiting letters DISCARDED (who, why) and audit each; returns how many."""
     if not note.strip():
-        raise FinpassError("discard needs --reason: say why the letter needs no replay")
+        raise FinpassError("discard needs --why: say why the letter needs no replay")
     pool = await create_pool(settings.database_url, role=settings.database_role, max_size=1)
     try:
         writer = AuditWriter(chained=settings.audit_chain)

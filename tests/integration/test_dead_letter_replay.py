@@ -147,5 +147,5 @@ async def test_discard_marks_with_who_and_why_once_and_is_audited(settings: Sett
     # Nothing is deleted: the bytes stay.
     assert await count(settings.database_url, "SELECT count(*) FROM dead_letter_events "
                        "WHERE raw_value IS NOT NULL") == 2
-    with pytest.raises(FinpassError, match="discard needs --reason"):
+    with pytest.raises(FinpassError, match="discard needs --why"):
         await discard(settings, ids, by="bob", note="  ")
