@@ -21,6 +21,7 @@ from tests.support.builders import ev, initiated
 from tests.support.pipeline_support import (
     count,
     fetch,
+    refuse_payments,
     running_daemon,
     send_events,
     send_raw,
@@ -35,20 +36,7 @@ async def settings(settings: Settings) -> AsyncIterator[Settings]:
     """The shared settings, no stop-the-line in reach, and PostgreSQL refusing payments whose
     reference is `upstream-bug` (SQLSTATE P0001)."""
     s = settings.model_copy(update={"max_consecutive_dead_letters": 100_000})
-    conn = await asyncpg.connect(s.database_url)
-    try:
-        await conn.execute("""
-            CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.reference_id = 'upstream-bug' THEN
-                    RAISE EXCEPTION 'refused until the fix';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER test_refuse BEFORE INSERT ON payments
-                FOR EACH ROW EXECUTE FUNCTION test_refuse();""")
-    finally:
-        await conn.close()
+    await refuse_payments(s.database_url, {"upstream-bug": "P0001"})
     yield s
 
 

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -25,7 +24,7 @@ from consumers.daemon import ConsumerDaemon
 from finpass_pipeline.events import EventBase, message_key, serialize_event, topic_suffix
 from finpass_pipeline.settings import Settings
 from tests.support.builders import ev, initiated, issued, registered
-from tests.support.pipeline_support import fetch, wait_for
+from tests.support.pipeline_support import fetch, refuse_payments, wait_for
 
 SEED = 20261201
 
@@ -214,22 +213,7 @@ async def settings(settings: Settings) -> AsyncIterator[Settings]:
     that makes PostgreSQL refuse two marked payments."""
     s = settings.model_copy(update={"max_consecutive_dead_letters": 100_000,
                                     "batch_max_events": 500})
-    conn = await asyncpg.connect(s.database_url)
-    try:
-        await conn.execute("""
-            CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.reference_id = 'poison-p0001' THEN
-                    RAISE EXCEPTION 'this payment is poison';
-                ELSIF NEW.reference_id = 'poison-54000' THEN
-                    RAISE EXCEPTION 'too big to index, say' USING ERRCODE = '54000';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER test_poison BEFORE INSERT ON payments
-                FOR EACH ROW EXECUTE FUNCTION test_poison();""")
-    finally:
-        await conn.close()
+    await refuse_payments(s.database_url, {"poison-p0001": "P0001", "poison-54000": "54000"})
     yield s
 
 

@@ -226,3 +226,26 @@ async def published_ids(settings: Settings) -> list[uuid.UUID]:
     """The event ids now on the domain topics of `settings`, in (topic, partition, offset) order."""
     records = await read_topics(settings.kafka_bootstrap_servers, domain_topics(settings))
     return [parse_event(r.value).event_id for r in records]
+
+
+async def refuse_payments(dsn: str, refusals: dict[str, str]) -> None:
+    """Make PostgreSQL refuse inserting a payment whose `reference_id` is a key of `refusals`,
+    with that SQLSTATE (a stand-in for a constraint the models do not know about). Trigger
+    `test_refuse` on `payments`; drop it to play "the fix"."""
+    branches = "\n".join(
+        f"{'IF' if i == 0 else 'ELSIF'} NEW.reference_id = '{ref}' THEN "
+        f"RAISE EXCEPTION 'refused (test): %', NEW.reference_id USING ERRCODE = '{state}';"
+        for i, (ref, state) in enumerate(refusals.items()))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"""
+            CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                {branches}
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_refuse BEFORE INSERT ON payments
+                FOR EACH ROW EXECUTE FUNCTION test_refuse();""")
+    finally:
+        await conn.close()
