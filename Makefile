@@ -28,8 +28,9 @@ test: up
 test-unit: bootstrap
 	@.venv/bin/pytest tests/unit
 
+# Lint, types, and the contract gate: the models must accept what docs/schemas/ publishes.
 lint: bootstrap
-	@.venv/bin/ruff check . && .venv/bin/mypy
+	@.venv/bin/ruff check . && .venv/bin/mypy && $(FP) schema check docs/schemas
 
 bench: up
 	@$(FP) bench

@@ -292,12 +292,14 @@ class Applier:
         if state.payments.get(key) is not None:
             return _rejected("PAYMENT", key, d.payer_did, "DUPLICATE_PAYMENT",
                              "payment already initiated")
-        total = d.amount + (d.fee_amount or Decimal(0)) + (d.tax_amount or Decimal(0))
+        amount, currency = d.amount.value, d.amount.currency
+        total = amount + (d.fee_amount or Decimal(0)) + (d.tax_amount or Decimal(0))
         row = PaymentRow(
-            id=d.payment_id, payer_did=d.payer_did, payee_did=d.payee_did, amount=d.amount,
-            currency=d.currency, status="PENDING", payment_type=d.payment_type,
+            id=d.payment_id, payer_did=d.payer_did, payee_did=d.payee_did, amount=amount,
+            currency=currency, status="PENDING", payment_type=d.payment_type,
             kyc_decision_token=d.kyc_decision_token, payment_method=d.payment_method,
-            reference_id=d.reference_id, description=d.description, fee_amount=d.fee_amount,
+            reference_id=d.merchant_reference, description=d.description,
+            fee_amount=d.fee_amount,
             tax_amount=d.tax_amount, total_amount=total,
             metadata=_metadata(None, d.extra_fields()), created_at=e.occurred_at,
             updated_at=e.occurred_at, is_new=True,
@@ -305,8 +307,8 @@ class Applier:
         state.payments[key] = row
         state.created.append(Subject("payment", key))
         return _Effect("PAYMENT", key, d.payer_did,
-                       new={"status": "PENDING", "amount": str(d.amount),
-                            "currency": d.currency, "total_amount": str(total),
+                       new={"status": "PENDING", "amount": str(amount),
+                            "currency": currency, "total_amount": str(total),
                             "payment_type": d.payment_type},
                        details={"payee": self.pz.hash(d.payee_did)},
                        description="payment initiated")

@@ -122,7 +122,7 @@ async def _replay_one(settings: Settings, store: Store, writer: AuditWriter, pla
                              details, report)
         return
     incoming = Incoming(decoded.event, decoded.topic, decoded.partition, decoded.offset,
-                        decoded.value or b"", decoded.key)
+                        decoded.value or b"", decoded.key, decoded.wire)
 
     async def mark(conn: asyncpg.Connection, result: BatchResult) -> None:
         marked = await conn.execute(

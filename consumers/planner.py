@@ -15,7 +15,14 @@ from dataclasses import dataclass, field, replace
 from aiokafka import ConsumerRecord
 
 from consumers.records import DeadLetter, Incoming, PartitionProgress, Record, TopicPartition
-from finpass_pipeline.events import Event, InvalidEventError, parse_event, topic_suffix
+from finpass_pipeline.events import (
+    Event,
+    EventBase,
+    InvalidEventError,
+    parse_wire,
+    topic_suffix,
+    upcast,
+)
 
 REASON_MAX_CHARS = 1000
 """A dead-letter reason is cut to this length (it quotes the input at times)."""
@@ -53,34 +60,40 @@ class Planner:
         """Decode one message; never raises (see the module docstring)."""
         value: bytes | None = rec.value
         event: Event | None = None
+        wire: EventBase | None = None
         try:
-            event, reason = self._check(rec)
+            event, wire, reason = self._check(rec)
         except Exception as e:  # noqa: BLE001 -- a message must never stop the consumer
             event, reason = None, f"could not decode the message: {type(e).__name__}: {e}"
         if reason is not None:
             reason = clean_reason(reason)
         return Record(rec.topic, rec.partition, rec.offset, rec.key, value, event, reason,
-                      rec.timestamp)
+                      rec.timestamp, wire)
 
-    def _check(self, rec: ConsumerRecord) -> tuple[Event | None, str | None]:
+    def _check(self, rec: ConsumerRecord) -> tuple[Event | None, EventBase | None, str | None]:
+        event, wire, reason = self._decode(rec)
+        return event, (wire if wire is not event else None), reason
+
+    def _decode(self, rec: ConsumerRecord) -> tuple[Event | None, EventBase | None, str | None]:
         value: bytes | None = rec.value
         if value is None:
-            return None, "empty message (tombstone)"
+            return None, None, "empty message (tombstone)"
         try:
-            event = parse_event(value)
+            wire = parse_wire(value)
         except InvalidEventError as e:
-            return None, e.reason
+            return None, None, e.reason
+        event = upcast(wire)
         expected = self.prefix + topic_suffix(event.event_type)
         if rec.topic != expected:
-            return event, (f"event_type {event.event_type!r} belongs on topic {expected!r}, "
-                           f"not {rec.topic!r}")
+            return event, wire, (f"event_type {event.event_type!r} belongs on topic "
+                                 f"{expected!r}, not {rec.topic!r}")
         key = event.message_key()
         if rec.key is None:
-            return event, f"message key missing: expected {_shown(key)}"
+            return event, wire, f"message key missing: expected {_shown(key)}"
         if rec.key != key:
-            return event, (f"message key {_shown(rec.key)} differs from the subject's id "
-                           f"{_shown(key)}")
-        return event, None
+            return event, wire, (f"message key {_shown(rec.key)} differs from the subject's id "
+                                 f"{_shown(key)}")
+        return event, wire, None
 
     def reject(self, record: Record, error: str) -> Record:
         """Applying this event failed, alone in its transaction: it becomes a dead letter."""
@@ -106,7 +119,7 @@ class Planner:
                     return plan
             elif r.event is not None:
                 plan.events.append(Incoming(r.event, r.topic, r.partition, r.offset,
-                                            r.value or b"", r.key))
+                                            r.value or b"", r.key, r.wire))
                 progress.consecutive_dead_letters = 0
             plan.progress[tp] = progress
         return plan

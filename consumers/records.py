@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from finpass_pipeline.events import Event
+from finpass_pipeline.events import Event, EventBase
 
 TopicPartition = tuple[str, int]
 """(topic, partition) as the offsets table keys it."""
@@ -32,6 +32,8 @@ class Record:
     event: Event | None = None
     reason: str | None = None
     timestamp_ms: int | None = None
+    wire: EventBase | None = None
+    """The event as sent, when that was an older version (`event` is its upcast)."""
 
 
 @dataclass(slots=True)
@@ -44,6 +46,8 @@ class Incoming:
     offset: int
     raw: bytes
     key: bytes | None = None
+    wire: EventBase | None = None
+    """The event as sent, when that was an older version: what an identical re-send repeats."""
 
 
 @dataclass(slots=True)

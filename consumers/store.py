@@ -30,7 +30,13 @@ from consumers.records import DeadLetter, Incoming, PartitionProgress, TopicPart
 from consumers.rows import CredentialRow, PaymentRow, UserRow, inserts
 from finpass_pipeline.audit.chain import AuditWriter
 from finpass_pipeline.db import checked_out
-from finpass_pipeline.events import Event, InvalidEventError, parse_event, serialize_event
+from finpass_pipeline.events import (
+    Event,
+    InvalidEventError,
+    parse_wire,
+    serialize_event,
+    upcast,
+)
 from finpass_pipeline.events.models import Subject
 
 
@@ -48,10 +54,21 @@ REUSED_EVENT_ID = "event_id reused with different content"
 
 
 def content_digest(inc: Incoming) -> bytes:
-    """SHA-256 of the event's canonical form: what an identical re-send must repeat. Fields the
+    """SHA-256 of the event's canonical form in the current version: what an identical re-send
+    must repeat, in any version (a v1 send and its v2 form are the same content). Fields the
     contract ignores (unknown envelope and actor fields) and spelling (key order, spaces, `Z` or
     `+00:00`) do not count."""
     return hashlib.sha256(serialize_event(inc.event)).digest()
+
+
+def same_content(inc: Incoming, digest: bytes, stored: bytes | None) -> bool:
+    """Whether `inc` (whose `content_digest` is `digest`) repeats what was stored for its id.
+    Rows from before V12 have no digest: a duplicate. Rows stored before the event's current
+    version existed hold the digest of the older form; a re-send in that form matches it, so a
+    replay after an upgrade stays a silent duplicate."""
+    if stored is None or stored == digest:
+        return True
+    return inc.wire is not None and stored == hashlib.sha256(serialize_event(inc.wire)).digest()
 
 
 PublishDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
@@ -204,7 +221,7 @@ class Store:
     async def _claim(self, conn: asyncpg.Connection, events: list[tuple[Incoming, bytes]],
                      result: BatchResult) -> list[Incoming]:
         """Take the event ids; an id taken before is a duplicate, and a dead letter when the
-        content differs from what was taken (rows from before V12 have no digest: a duplicate)."""
+        content differs from what was taken (`same_content`)."""
         rows = await conn.fetch(
             "INSERT INTO processed_events (event_id, event_type, topic, kafka_partition, "
             "kafka_offset, state, content_digest) SELECT e, t, tp, p, o, 'APPLIED', d FROM "
@@ -222,7 +239,8 @@ class Store:
                 "WHERE event_id = ANY($1::uuid[])", [i.event.event_id for i, _ in lost])}
             for inc, digest in lost:
                 before = taken.get(inc.event.event_id)
-                self._duplicate(result, inc, same=before is None or bytes(before) == digest)
+                stored = bytes(before) if before is not None else None
+                self._duplicate(result, inc, same=same_content(inc, digest, stored))
         return [i for i, _ in events if i.event.event_id in won]
 
     async def _revive(self, conn: asyncpg.Connection, state: BatchState, result: BatchResult,
@@ -246,7 +264,7 @@ class Store:
                                                  r["kafka_offset"])):
                 payload = bytes(r["payload"])
                 try:
-                    event = parse_event(payload)
+                    wire = parse_wire(payload)
                 except InvalidEventError as e:
                     # Valid when parked, refused by today's rules: it cannot wait for ever.
                     result.dead.append(DeadLetter(
@@ -254,8 +272,9 @@ class Store:
                         f"parked event no longer valid: {e.reason}", event_id=r["event_id"],
                         event_type=None))
                     continue
+                event = upcast(wire)
                 inc = Incoming(event, r["topic"], r["kafka_partition"], r["kafka_offset"],
-                               payload)
+                               payload, wire=wire if wire is not event else None)
                 revived.append(inc)
                 waiting.setdefault(Subject(r["subject_type"], r["subject_key"]), []).append(inc)
             if not revived:

@@ -20,6 +20,7 @@ from finpass_pipeline.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     FinpassError,
+    UsageError,
     print_error,
 )
 from finpass_pipeline.settings import Settings, load_settings
@@ -109,6 +110,29 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 
     written = export_schemas(Path(args.directory))
     _say(f"wrote {len(written)} JSON Schema file(s) to {args.directory}")
+    return EXIT_OK
+
+
+def cmd_schema_check(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.events.compat import check_directory
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: no such directory (the committed schemas, e.g. "
+                         "docs/schemas)")
+    result = check_directory(directory)
+    if not result.checked:
+        raise UsageError(f"{directory}: no per-version schemas (<event_type>.v<N>.schema.json)")
+    for notice in result.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    for problem in result.incompatible:
+        _say(f"INCOMPATIBLE {problem.line()}")
+    if result.incompatible:
+        _say(f"{len(result.incompatible)} change(s) would refuse messages that the committed "
+             f"schemas accept: restore the field, or add a new schema_version with an upcaster")
+        return EXIT_FAILURE
+    _say(f"ok: the models accept everything the {result.checked} committed schema version(s) in "
+         f"{directory} accept")
     return EXIT_OK
 
 
@@ -478,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = schema_sub.add_parser("export", help="write one schema file per event type")
     export.add_argument("directory")
     export.set_defaults(handler=cmd_schema)
+    check = schema_sub.add_parser(
+        "check", help="fail, naming the field, if the models refuse what committed schemas accept")
+    check.add_argument("directory", nargs="?", default="docs/schemas",
+                       help="the committed per-version schemas (default docs/schemas)")
+    check.set_defaults(handler=cmd_schema_check)
     _add_audit_parser(sub)
     _add_ops_parsers(sub)
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from finpass_pipeline.events import EVENT_ADAPTER, Actor, Event
+from finpass_pipeline.events import CURRENT_VERSIONS, EVENT_ADAPTER, Actor, Event, upcast
 
 __all__ = ["SIMULATED_SECONDS_PER_EVENT", "demo_events"]
 
@@ -120,13 +120,14 @@ class _Simulation:
 
     def event(self, event_type: str, at: int, data: dict[str, Any], *, correlation: str,
               actor: Actor | None = None, causation: uuid.UUID | None = None) -> Event:
-        return EVENT_ADAPTER.validate_python({
-            "event_id": self.make_id(), "event_type": event_type, "schema_version": 1,
+        return upcast(EVENT_ADAPTER.validate_python({
+            "event_id": self.make_id(), "event_type": event_type,
+            "schema_version": CURRENT_VERSIONS[event_type],
             "occurred_at": self.start + timedelta(microseconds=at),
             "correlation_id": correlation, "causation_id": causation,
             "source_system": _SOURCES[event_type.partition(".")[0]], "actor": actor,
             "data": data,
-        })
+        }))
 
     def session_actor(self, user: _User) -> Actor:
         return user.actor.model_copy(update={"session_id": f"s-{self.hex(16)}"})
@@ -330,8 +331,9 @@ class _Simulation:
         kind = rng.choices(("ONE_TIME", "RECURRING", "SUBSCRIPTION"), (80, 12, 8))[0]
         event = self.event("payment.initiated", at, {
             "payment_id": payment.payment_id, "payer_did": payer.did, "payee_did": payee,
-            "amount": _money(cents), "currency": currency, "payment_type": kind,
-            "payment_method": method, "reference_id": f"INV-{rng.randrange(10**8):08d}",
+            "amount": {"value": _money(cents), "currency": currency}, "payment_type": kind,
+            "payment_method": method,
+            "merchant_reference": f"INV-{rng.randrange(10**8):08d}",
             "description": rng.choice(_DESCRIPTIONS), "kyc_decision_token": f"kdt-{self.hex(24)}",
             "fee_amount": _money(fee), "tax_amount": _money(tax),
         }, correlation=payment.correlation, actor=self.session_actor(payer))

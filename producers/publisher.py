@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from uuid_utils.compat import uuid7
 
 from finpass_pipeline.events import (
+    CURRENT_VERSIONS,
     EVENT_ADAPTER,
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -42,6 +43,7 @@ from finpass_pipeline.events import (
     message_key,
     serialize_event,
     topic_suffix,
+    upcast,
 )
 from finpass_pipeline.settings import Settings
 from producers.errors import (
@@ -89,8 +91,12 @@ def new_event(
     event_id: uuid.UUID | None = None,
     causation_id: uuid.UUID | None = None,
     tenant_id: str | None = None,
+    schema_version: int | None = None,
 ) -> Event:
     """Build and validate an event of `event_type`; raise `InvalidEvent` naming the bad field.
+
+    `data` is in the shape of `schema_version` (default: the type's current version); the event
+    returned, and published, is always the current version (`events.upcast`).
 
     Defaults: `event_id` a fresh UUIDv7 (time-ordered, so ids sort by creation and index well),
     `occurred_at` now in UTC, `correlation_id` from `CORRELATION_ID` (see `correlation`). A
@@ -106,7 +112,7 @@ def new_event(
     envelope = {
         "event_id": event_id or uuid7(),
         "event_type": event_type,
-        "schema_version": 1,
+        "schema_version": schema_version or CURRENT_VERSIONS[event_type],
         "occurred_at": occurred_at or datetime.now(UTC),
         "correlation_id": correlation_id,
         "causation_id": causation_id,
@@ -116,7 +122,7 @@ def new_event(
         "data": dict(data),
     }
     try:
-        return EVENT_ADAPTER.validate_python(envelope)
+        return upcast(EVENT_ADAPTER.validate_python(envelope))
     except ValidationError as e:
         raise InvalidEvent(invalid_event(e).reason) from e
 

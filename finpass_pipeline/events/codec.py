@@ -6,7 +6,10 @@ inverse. The models live in `events.models`, money in `events.money`, topics and
 `events.routing`; import all of it from the package, `finpass_pipeline.events`.
 
 Compatibility is additive: unknown envelope fields are ignored, unknown `data` fields are kept
-(`EventData.extra_fields()`), unknown `actor` fields are ignored.
+(`EventData.extra_fields()`), unknown `actor` fields are ignored. A change that is not additive is
+a new `schema_version` of the type: the wire union (`WireEvent`) accepts every version, and
+`upcast` turns an older one into the current model (`Event`), the only one the consumer applies.
+`finpass-pipeline schema check` (`events.compat`) guards the versions already published.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 
 import jiter
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from finpass_pipeline.events.models import (
@@ -34,6 +37,7 @@ from finpass_pipeline.events.models import (
     PaymentCaptured,
     PaymentFailed,
     PaymentInitiated,
+    PaymentInitiatedV1,
     PaymentRefunded,
     UserKycVerified,
     UserRegistered,
@@ -41,7 +45,7 @@ from finpass_pipeline.events.models import (
     UserStatusChanged,
 )
 from finpass_pipeline.events.money import MONEY_ERROR, MONEY_FIELDS, MONEY_TOTAL, explain
-from finpass_pipeline.events.wire_types import NO_NUL, TIMESTAMP_PATTERN
+from finpass_pipeline.events.wire_types import NO_NUL, TIMESTAMP_PATTERN, VERSION_TAGS, version_tag
 
 MAX_EVENT_BYTES = 1_048_576
 """A message value larger than this is invalid (and goes to the dead-letter topic)."""
@@ -49,7 +53,7 @@ MAX_EVENT_BYTES = 1_048_576
 
 # --- the union and the codec -------------------------------------------------------------------
 
-Event = Annotated[
+CurrentEvent = (
     UserRegistered
     | UserKycVerified
     | UserStatusChanged
@@ -66,13 +70,43 @@ Event = Annotated[
     | PaymentRefunded
     | PaymentCancelled
     | LoginSucceeded
+    | LoginFailed
+)
+
+Event = Annotated[CurrentEvent, Field(discriminator="event_type")]
+"""Any valid event in the current version of its type; `event_type` selects the model."""
+
+PaymentInitiatedAnyVersion = Annotated[
+    Annotated[PaymentInitiatedV1, Tag("v1")] | Annotated[PaymentInitiated, Tag("v2")],
+    Discriminator(version_tag, custom_error_type="schema_version",
+                  custom_error_message="must be the number 1 or 2"),
+]
+
+WireEvent = Annotated[
+    UserRegistered
+    | UserKycVerified
+    | UserStatusChanged
+    | UserSeen
+    | CredentialIssued
+    | CredentialRevoked
+    | CredentialSuspended
+    | CredentialReinstated
+    | CredentialExpired
+    | PaymentInitiatedAnyVersion
+    | PaymentAuthorized
+    | PaymentCaptured
+    | PaymentFailed
+    | PaymentRefunded
+    | PaymentCancelled
+    | LoginSucceeded
     | LoginFailed,
     Field(discriminator="event_type"),
 ]
-"""Any valid event; `event_type` selects the model."""
+"""Any valid event in any supported version: what the wire may carry."""
 
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-"""Validates and serialises `Event`; prefer `parse_event`, which also reads JSON money exactly."""
+EVENT_ADAPTER: TypeAdapter[WireEvent] = TypeAdapter(WireEvent)
+"""Validates and serialises any version; prefer `parse_event`, which also reads JSON money
+exactly and upcasts."""
 
 EVENT_TYPES: dict[str, type[EventBase]] = {
     cls.model_fields["event_type"].default: cls
@@ -85,7 +119,32 @@ EVENT_TYPES: dict[str, type[EventBase]] = {
         LoginSucceeded, LoginFailed,
     )
 }  # fmt: skip
-"""`event_type` string -> model class, in contract order."""
+"""`event_type` string -> the current model class, in contract order."""
+
+OLDER_VERSIONS: dict[str, dict[int, type[EventBase]]] = {
+    "payment.initiated": {1: PaymentInitiatedV1},
+}
+"""Versions still accepted besides the current one, by type and `schema_version`."""
+
+
+CURRENT_VERSIONS: dict[str, int] = {
+    event_type: model.model_json_schema()["properties"]["schema_version"]["const"]
+    for event_type, model in EVENT_TYPES.items()
+}
+"""`event_type` -> the `schema_version` of its current model (what our producers send)."""
+
+
+def event_versions() -> dict[str, dict[int, type[EventBase]]]:
+    """Every accepted (type, version) -> model, in contract order and version order."""
+    return {event_type: {**OLDER_VERSIONS.get(event_type, {}), CURRENT_VERSIONS[event_type]: model}
+            for event_type, model in EVENT_TYPES.items()}
+
+
+def upcast(event: EventBase) -> Event:
+    """The current version of a valid event (itself when it is current)."""
+    if isinstance(event, PaymentInitiatedV1):
+        return event.upcast()
+    return event  # type: ignore[return-value]  # every other wire model is current
 
 
 SCHEMA_RULE: Final = "schema"
@@ -132,7 +191,14 @@ TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
 
 
 def parse_event(raw: bytes) -> Event:
-    """Validate a message value and return its event model; raise `InvalidEventError` if invalid.
+    """Validate a message value and return its event in the current version (`upcast`); raise
+    `InvalidEventError` if invalid."""
+    return upcast(parse_wire(raw))
+
+
+def parse_wire(raw: bytes) -> EventBase:
+    """Validate a message value and return its event model in the version it was sent in; raise
+    `InvalidEventError` if invalid.
 
     jiter parses the text (refusing duplicate member names, lone surrogates and deep nesting, which
     the pydantic-core JSON reader lets through), then pydantic-core validates the Python objects
@@ -154,11 +220,8 @@ def parse_event(raw: bytes) -> Event:
         raise _not_json(raw, str(e)) from None
     data = document.get("data") if isinstance(document, dict) else None
     if (isinstance(data, dict) and document.get("event_type") == "payment.initiated"
-            and any(type(data.get(name)) is float for name in MONEY_FIELDS)):
-        exact = jiter.from_json(raw, float_mode="decimal")["data"]
-        for name in MONEY_FIELDS:
-            if type(data.get(name)) is float:
-                data[name] = exact[name]
+            and _has_float_money(data)):
+        _read_money_exactly(data, jiter.from_json(raw, float_mode="decimal")["data"])
     try:
         event = EVENT_ADAPTER.validate_python(document)
     except ValidationError as e:
@@ -173,6 +236,22 @@ def parse_event(raw: bytes) -> Event:
     if any(free) and _has_infinity(free):
         raise InvalidEventError("a number is beyond the double range", "json-text")
     return event
+
+
+def _has_float_money(data: dict[str, Any]) -> bool:
+    # Money as a JSON number with a fraction (`12.5`): v1 `amount`, v2 `amount.value`, fees.
+    amount = data.get("amount")
+    return (any(type(data.get(name)) is float for name in MONEY_FIELDS)
+            or (type(amount) is dict and type(amount.get("value")) is float))
+
+
+def _read_money_exactly(data: dict[str, Any], exact: dict[str, Any]) -> None:
+    for name in MONEY_FIELDS:
+        value = data.get(name)
+        if type(value) is float:
+            data[name] = exact[name]
+        elif name == "amount" and type(value) is dict and type(value.get("value")) is float:
+            value["value"] = exact[name]["value"]
 
 
 def _has_infinity(value: Any) -> bool:
@@ -258,6 +337,13 @@ def _invalid(raw: bytes, errors: list[ErrorDetails]) -> InvalidEventError:
         first = {**first, "msg": "NUL character (\\u0000) not allowed"}
     elif first["type"] == "timestamp" and _beyond_utc_range(first["input"]):
         rule = "timestamp-range"
+    elif first["type"] in ("model_type", "dict_type") and first["loc"]:
+        # pydantic says "a valid dictionary or instance of Amount": speak JSON, and say why a
+        # v1 amount fails in v2 (the most likely mistake of a producer upgrading).
+        why = "must be a JSON object"
+        if first["loc"][-1] == "amount" and "v2" in first["loc"]:
+            why += " {value, currency} in schema_version 2"
+        first = {**first, "msg": why}
     elif first["type"] == MONEY_ERROR:
         why = explain(first["input"])
         first = {**first, "msg": why}
@@ -290,6 +376,10 @@ def _reason(raw: bytes, errors: list[ErrorDetails]) -> str:
             return f"unknown event_type {first.get('ctx', {}).get('tag')!r}"
     if location and location[0] in EVENT_TYPES:
         location = location[1:]  # the union's tag, not part of the document
+        if location and location[0] in VERSION_TAGS:
+            location = location[1:]  # the version's tag, likewise
+        elif not location and kind == "schema_version":
+            location = ("schema_version",)
     reason = f"{'.'.join(str(part) for part in location) or 'event'}: {first['msg']}"
     if len(errors) > 1:
         more = len(errors) - 1

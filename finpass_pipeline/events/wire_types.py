@@ -19,7 +19,7 @@ contract forbids, and compares.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
@@ -147,17 +147,22 @@ Uuid = Annotated[UUID, _UuidSchema]
 
 
 class _SchemaVersionSchema:
+    """`schema_version` fixed to one number: a new version of a type is a new model."""
+
+    version: ClassVar[int] = 1
+
     @classmethod
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> cs.CoreSchema:
         # JSON Schema's `const: 1` is the number 1, which 1.0 also spells; `true` and "1" are not.
+        n = cls.version
         return cs.no_info_after_validator_function(
             int,
             cs.union_schema(
-                [cs.int_schema(strict=True, ge=1, le=1), cs.float_schema(strict=True, ge=1, le=1)],
+                [cs.int_schema(strict=True, ge=n, le=n), cs.float_schema(strict=True, ge=n, le=n)],
                 custom_error_type="schema_version",
-                custom_error_message="must be the number 1",
+                custom_error_message=f"must be the number {n}",
             ),
         )
 
@@ -165,11 +170,34 @@ class _SchemaVersionSchema:
     def __get_pydantic_json_schema__(
         cls, schema: cs.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        return {"const": 1, "type": "integer"}
+        return {"const": cls.version, "type": "integer"}
+
+
+class _SchemaVersion2Schema(_SchemaVersionSchema):
+    version = 2
 
 
 SchemaVersion = Annotated[int, _SchemaVersionSchema]
-"""`schema_version`: the number 1 (this contract version)."""
+"""`schema_version`: the number 1 (the first version of every type)."""
+
+SchemaVersion2 = Annotated[int, _SchemaVersion2Schema]
+"""`schema_version`: the number 2 (`payment.initiated` v2)."""
+
+
+def version_tag(value: Any) -> str | None:
+    """The version of a type with several (`"v1"`, `"v2"`), for pydantic's union of them: the
+    number as JSON spells it (1 or 1.0, never `true` or "1"), or None (refused)."""
+    version = (value.get("schema_version") if isinstance(value, dict)
+               else getattr(value, "schema_version", None))
+    if type(version) is int or type(version) is float:
+        return _VERSION_TAGS.get(version)
+    return None
+
+
+_VERSION_TAGS: dict[float, str] = {1: "v1", 2: "v2"}
+VERSION_TAGS = frozenset(_VERSION_TAGS.values())
+"""Tags `version_tag` gives: they appear in validation error locations, which omit them."""
+
 
 JSON_VALUE_DEF = "JsonValueNoNul"
 """Name in `$defs` of the JSON value without U+0000 (free-form metadata and unknown fields)."""

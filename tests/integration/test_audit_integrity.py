@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import pytest
@@ -31,7 +31,7 @@ from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.audit.record import AuditRow
 from finpass_pipeline.audit.retention import run_retention
 from finpass_pipeline.audit.verify import verify
-from finpass_pipeline.events import Event
+from finpass_pipeline.events import upcast
 from finpass_pipeline.migrations import migrate, rollback
 from finpass_pipeline.settings import ConfigError, Settings
 from tests.integration.test_migrations import SEED_INDEXES, _catalog
@@ -56,7 +56,7 @@ def rows_for(n: int, prefix: str = "u") -> list[AuditRow]:
     for i in range(n):
         e = registered(f"did:example:{prefix}{i}", at=i) if i % 2 == 0 else \
             initiated(uuid.uuid4(), payer=f"did:example:{prefix}{i}", at=i)
-        applier.apply(state, Incoming(cast(Event, e), "t", 0, i, b""))
+        applier.apply(state, Incoming(upcast(e), "t", 0, i, b""))
     return state.audit
 
 

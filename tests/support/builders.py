@@ -50,6 +50,7 @@ from finpass_pipeline.events import (
     PaymentCaptured,
     PaymentFailed,
     PaymentInitiated,
+    PaymentInitiatedV1,
     PaymentRefunded,
     UserKycVerified,
     UserRegistered,
@@ -91,7 +92,7 @@ def build(cls: type[E], data: dict[str, Any], overrides: dict[str, Any]) -> E:
     """Validate an event of `cls` from default `data`, applying envelope and data overrides."""
     envelope: dict[str, Any] = {
         "event_id": new_id(),
-        "schema_version": 1,
+        "schema_version": cls.model_json_schema()["properties"]["schema_version"]["const"],
         "occurred_at": datetime.now(UTC),
         "correlation_id": f"corr-{uuid4().hex[:12]}",
         "source_system": "finpass-tests",
@@ -213,8 +214,9 @@ def payment_initiated(
     amount: Any = "10.00",
     currency: str = "USD",
     **overrides: Any,
-) -> PaymentInitiated:
-    """`payment.initiated` (fee 0.30, tax 0.00 unless overridden)."""
+) -> PaymentInitiatedV1:
+    """`payment.initiated` in v1, as upstream producers send it (fee 0.30, tax 0.00 unless
+    overridden); `payment_initiated_v2` for the current version."""
     data = {
         "payment_id": payment_id or new_id(),
         "payer_did": payer_did or new_did("payer"),
@@ -229,7 +231,12 @@ def payment_initiated(
         "fee_amount": "0.30",
         "tax_amount": "0.00",
     }
-    return build(PaymentInitiated, data, overrides)
+    return build(PaymentInitiatedV1, data, overrides)
+
+
+def payment_initiated_v2(payment_id: UUID | None = None, **overrides: Any) -> PaymentInitiated:
+    """`payment.initiated` in v2: `payment_initiated`'s event, upcast (same keywords, v1 names)."""
+    return payment_initiated(payment_id, **overrides).upcast()
 
 
 def payment_authorized(
@@ -369,7 +376,8 @@ NEW_EVENT_DATA: dict[str, dict[str, Any]] = {
     "credential.reinstated": {"credential_id": PUBLISHER_CREDENTIAL},
     "credential.expired": {"credential_id": PUBLISHER_CREDENTIAL},
     "payment.initiated": {"payment_id": PUBLISHER_PAYMENT, "payer_did": PUBLISHER_DID,
-                          "payee_did": "did:web:shop", "amount": "1250.00", "currency": "EUR",
+                          "payee_did": "did:web:shop",
+                          "amount": {"value": "1250.00", "currency": "EUR"},
                           "fee_amount": "0.35"},
     "payment.authorized": {"payment_id": PUBLISHER_PAYMENT, "transaction_id": "txn-1"},
     "payment.captured": {"payment_id": PUBLISHER_PAYMENT},

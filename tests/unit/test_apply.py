@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from typing import Any, cast
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +19,7 @@ from consumers.apply import (
 )
 from consumers.records import Incoming
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
-from finpass_pipeline.events import Event, EventBase
+from finpass_pipeline.events import EventBase, upcast
 from tests.support.builders import ev, initiated, issued, registered
 
 PZ = Pseudonymizer(b"unit-key", "k9")
@@ -43,7 +43,7 @@ def run(events: list[EventBase]) -> BatchState:
     state = BatchState()
     applier = Applier(PZ)
     for offset, e in enumerate(events):
-        applier.apply(state, Incoming(cast(Event, e), "t.x", 0, offset, b""))
+        applier.apply(state, Incoming(upcast(e), "t.x", 0, offset, b""))
     return state
 
 

@@ -14,13 +14,27 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from finpass_pipeline.events import EVENT_TYPES, InvalidEventError, parse_event, serialize_event
-from finpass_pipeline.events.schema_export import export_schemas
+from finpass_pipeline.events import (
+    CURRENT_VERSIONS,
+    EVENT_TYPES,
+    InvalidEventError,
+    event_versions,
+    parse_event,
+    serialize_event,
+)
+from finpass_pipeline.events.schema_export import export_schemas, versioned
 from finpass_pipeline.events.wire_types import JSON_VALUE_DEF
 from tests.support import REPO_ROOT
-from tests.support.builders import FACTORIES, payment_initiated, user_registered
+from tests.support.builders import (
+    FACTORIES,
+    payment_initiated,
+    payment_initiated_v2,
+    user_registered,
+)
 
 COMMITTED = REPO_ROOT / "docs" / "schemas"
+CURRENT = {**FACTORIES, "payment.initiated": payment_initiated_v2}
+"""A factory of each type's current version (`FACTORIES` builds payment.initiated in v1)."""
 
 ENVELOPE_REQUIRED = {
     "event_id", "event_type", "schema_version", "occurred_at", "correlation_id", "source_system",
@@ -39,7 +53,8 @@ DATA_REQUIRED = {
     "credential.suspended": {"credential_id"},
     "credential.reinstated": {"credential_id"},
     "credential.expired": {"credential_id"},
-    "payment.initiated": {"payment_id", "payer_did", "payee_did", "amount", "currency"},
+    "payment.initiated.v1": {"payment_id", "payer_did", "payee_did", "amount", "currency"},
+    "payment.initiated": {"payment_id", "payer_did", "payee_did", "amount"},
     "payment.authorized": {"payment_id"},
     "payment.captured": {"payment_id"},
     "payment.failed": {"payment_id", "failure_reason"},
@@ -92,7 +107,12 @@ def test_committed_schemas_equal_a_fresh_export(tmp_path: Path) -> None:
     """docs/schemas/ is exactly what `schema export` writes now (regenerate it if this fails)."""
     written = export_schemas(tmp_path)
     assert sorted(p.name for p in written) == sorted(p.name for p in COMMITTED.iterdir())
-    assert len(written) == len(EVENT_TYPES) + 1
+    versions = sum(len(v) for v in event_versions().values())
+    assert len(written) == 1 + len(EVENT_TYPES) + versions  # envelope, current, every version
+    for event_type, model_versions in event_versions().items():
+        current = versioned(event_type, CURRENT_VERSIONS[event_type])
+        assert load(current) == load(event_type)  # the unversioned file is the current version
+        assert set(model_versions) <= {1, 2}
     for path in written:
         assert (COMMITTED / path.name).read_text("utf-8") == path.read_text("utf-8"), path.name
 
@@ -112,14 +132,27 @@ def test_type_schema_requires_the_contract_fields(event_type: str) -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["required"]) == ENVELOPE_REQUIRED
     assert schema["properties"]["event_type"]["const"] == event_type
-    assert schema["properties"]["schema_version"]["const"] == 1
+    assert schema["properties"]["schema_version"]["const"] == CURRENT_VERSIONS[event_type]
     data = resolve(schema, schema["properties"]["data"])
     assert set(data.get("required", [])) == DATA_REQUIRED[event_type]
     # Unknown data fields are allowed (kept in metadata): any JSON value without U+0000.
     assert data["additionalProperties"] == {"$ref": f"#/$defs/{JSON_VALUE_DEF}"}
-    document = json.loads(serialize_event(FACTORIES[event_type]()))
+    document = json.loads(serialize_event(CURRENT[event_type]()))
     document["data"]["x_newer_field"] = {"nested": [1, "two", None]}
     assert violations(event_type, document) == []
+
+
+def test_older_version_schema_requires_its_fields() -> None:
+    """payment.initiated.v1 is the v1 contract: schema_version 1, amount and currency apart."""
+    schema = load("payment.initiated.v1")
+    assert schema["properties"]["schema_version"]["const"] == 1
+    data = resolve(schema, schema["properties"]["data"])
+    assert set(data["required"]) == DATA_REQUIRED["payment.initiated.v1"]
+    assert "reference_id" in data["properties"] and "merchant_reference" not in data["properties"]
+    document = json.loads(serialize_event(payment_initiated()))
+    assert violations("payment.initiated.v1", document) == []
+    assert violations("payment.initiated", document) != []  # a v1 message is no v2 message
+    assert violations("envelope", document) == []  # but the envelope accepts both
 
 
 def test_envelope_schema_is_the_union_by_event_type() -> None:
@@ -132,23 +165,32 @@ def test_envelope_schema_is_the_union_by_event_type() -> None:
 
 def test_money_schema_is_a_decimal_string_or_a_number() -> None:
     """Money fields accept a decimal-string pattern or a bounded number, not just "number"."""
-    schema = load("payment.initiated")
-    data = schema["$defs"]["PaymentInitiatedData"]["properties"]
-    for name in ("amount", "fee_amount", "tax_amount"):
-        text = json.dumps(data[name])
-        assert '"type": "string"' in text and '"pattern"' in text, name
-        assert '"type": "number"' in text and '"exclusiveMaximum": 10000000000000000' in text, name
-    assert data["amount"]["anyOf"][1]["minimum"] == 0  # zero is a valid amount (CONTRACT.md §5)
+    v1 = load("payment.initiated.v1")
+    v2 = load("payment.initiated")
+    data_v1 = v1["$defs"]["PaymentInitiatedDataV1"]["properties"]
+    data_v2 = v2["$defs"]["PaymentInitiatedData"]["properties"]
+    amount_v2 = v2["$defs"]["Amount"]["properties"]
+    for prop in (data_v1["amount"], data_v1["fee_amount"], data_v1["tax_amount"],
+                 amount_v2["value"], data_v2["fee_amount"], data_v2["tax_amount"]):
+        text = json.dumps(prop)
+        assert '"type": "string"' in text and '"pattern"' in text, prop
+        assert '"type": "number"' in text and '"exclusiveMaximum": 10000000000000000' in text
+    for amount in (data_v1["amount"], amount_v2["value"]):
+        assert amount["anyOf"][1]["minimum"] == 0  # zero is a valid amount (CONTRACT.md §5)
     zero = json.loads(serialize_event(payment_initiated(amount="0")))
-    assert violations("payment.initiated", zero) == []
+    assert violations("payment.initiated.v1", zero) == []
     zero["data"]["amount"] = 0
+    assert violations("payment.initiated.v1", zero) == []
+    zero = json.loads(serialize_event(payment_initiated_v2(amount="0")))
+    assert violations("payment.initiated", zero) == []
+    zero["data"]["amount"]["value"] = 0
     assert violations("payment.initiated", zero) == []
 
 
 @pytest.mark.parametrize("event_type", list(EVENT_TYPES))
 def test_examples_conform_to_their_schemas(event_type: str) -> None:
     """A valid example of each type conforms to its own schema and to the envelope schema."""
-    document = json.loads(serialize_event(FACTORIES[event_type]()))
+    document = json.loads(serialize_event(CURRENT[event_type]()))
     assert violations(event_type, document) == []
     assert violations("envelope", document) == []
 
@@ -167,10 +209,35 @@ def test_examples_conform_to_their_schemas(event_type: str) -> None:
 def test_schema_refuses_what_the_parser_refuses(
     change: Callable[[dict[str, Any]], object], where: str
 ) -> None:
-    """The schema agrees with parse_event on representative invalid payments."""
+    """The schema agrees with parse_event on representative invalid v1 payments."""
     document = json.loads(serialize_event(payment_initiated()))
     change(document)
-    assert any(v.startswith(f"{where}:") for v in violations("payment.initiated", document))
+    assert any(v.startswith(f"{where}:") for v in violations("payment.initiated.v1", document))
+    assert violations("envelope", document) != []
+    with pytest.raises(InvalidEventError):
+        parse_event(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda d: d["data"]["amount"].update(value="12.345"), ".data.amount.value"),
+        (lambda d: d["data"]["amount"].update(currency="usd"), ".data.amount.currency"),
+        (lambda d: d["data"]["amount"].update(extra=1), ".data.amount"),
+        (lambda d: d["data"].update(amount="12.00"), ".data.amount"),
+        (lambda d: d.update(schema_version=1), ".data.currency"),  # v1 needs its currency
+        (lambda d: d.update(schema_version=3), ".schema_version"),
+    ],
+)
+def test_v2_schema_refuses_what_the_parser_refuses(
+    change: Callable[[dict[str, Any]], object], where: str
+) -> None:
+    """The same for v2: the structured amount, and a version number that does not fit."""
+    document = json.loads(serialize_event(payment_initiated_v2()))
+    change(document)
+    schema = "payment.initiated.v1" if document["schema_version"] == 1 else "payment.initiated"
+    assert any(v.startswith(f"{where}:") for v in violations(schema, document)), (
+        violations(schema, document))
     assert violations("envelope", document) != []
     with pytest.raises(InvalidEventError):
         parse_event(json.dumps(document).encode())

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.planner import REASON_MAX_CHARS, Planner, clean_reason
-from finpass_pipeline.events import message_key, serialize_event
+from finpass_pipeline.events import message_key, serialize_event, upcast
 from tests.support.builders import FACTORIES
 
 
@@ -43,7 +43,7 @@ def test_valid_events_with_their_key_pass() -> None:
         topic = "finpass." + {"user": "users", "credential": "credentials", "payment": "payments",
                               "auth": "security"}[event_type.partition(".")[0]]
         record = decode(topic, message_key(event), serialize_event(event))
-        assert record.reason is None and record.event == event, event_type
+        assert record.reason is None and record.event == upcast(event), event_type
 
 
 def test_missing_and_wrong_keys_are_dead_letters_naming_both() -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from aiokafka.errors import (
@@ -22,7 +24,7 @@ from aiokafka.errors import (
     UnknownError,
 )
 
-from finpass_pipeline.events import EVENT_TYPES, InvalidEventError
+from finpass_pipeline.events import EVENT_TYPES, InvalidEventError, PaymentInitiated
 from producers.errors import (
     BrokerUnavailable,
     InvalidEvent,
@@ -80,13 +82,29 @@ def test_event_ids_are_time_ordered_uuid7() -> None:
     assert all(e.occurred_at.tzinfo is not None for e in events)
 
 
+def test_data_of_an_older_version_is_published_upcast() -> None:
+    """`schema_version=1` takes v1's shape; what comes back (and is sent) is the current one."""
+    v1 = {"payment_id": str(uuid.uuid4()), "payer_did": "did:web:a", "payee_did": "did:web:b",
+          "amount": "12.50", "currency": "EUR", "reference_id": "INV-1"}
+    with correlation("req-v1"):
+        event = new_event("payment.initiated", v1, source_system="t", schema_version=1)
+        current = new_event("payment.initiated", NEW_EVENT_DATA["payment.initiated"],
+                            source_system="t")
+    assert isinstance(event, PaymentInitiated) and event.schema_version == 2
+    assert (event.data.amount.value, event.data.amount.currency) == (Decimal("12.50"), "EUR")
+    assert event.data.merchant_reference == "INV-1"
+    assert current.schema_version == 2
+    with correlation("req-v1"), pytest.raises(InvalidEvent, match="must be the number 1 or 2"):
+        new_event("payment.initiated", v1, source_system="t", schema_version=3)
+
+
 def test_invalid_events_raise_invalid_event() -> None:
     """Contract violations are `InvalidEvent` (also an `InvalidEventError`), naming the field."""
     with correlation("req-bad"):
-        with pytest.raises(InvalidEvent, match=r"^data\.amount: .*two decimal places") as info:
-            new_event("payment.initiated",
-                      NEW_EVENT_DATA["payment.initiated"] | {"amount": "1.005"},
-                      source_system="t")
+        with pytest.raises(InvalidEvent,
+                           match=r"^data\.amount\.value: .*two decimal places") as info:
+            new_event("payment.initiated", NEW_EVENT_DATA["payment.initiated"]
+                      | {"amount": {"value": "1.005", "currency": "EUR"}}, source_system="t")
         assert isinstance(info.value, InvalidEventError) and not info.value.retriable
         assert info.value.__cause__ is not None
         with pytest.raises(InvalidEvent, match="unknown event_type"):

@@ -29,7 +29,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -46,13 +46,17 @@ from jsonschema.exceptions import ValidationError
 from finpass_pipeline.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
+    OLDER_VERSIONS,
     SCHEMA_RULE,
     SEMANTIC_RULES,
+    EventBase,
     InvalidEventError,
     parse_event,
     serialize_event,
+    upcast,
 )
 from finpass_pipeline.events.money import MONEY_FIELDS
+from finpass_pipeline.events.schema_export import versioned
 from finpass_pipeline.events.wire_types import (
     JSON_VALUE_DEF,
     JSON_VALUE_SCHEMA,
@@ -61,7 +65,7 @@ from finpass_pipeline.events.wire_types import (
     UUID_PATTERN,
 )
 from tests.support import REPO_ROOT
-from tests.support.builders import FACTORIES, actor, new_id
+from tests.support.builders import FACTORIES, actor, new_id, payment_initiated_v2
 
 SCHEMA_DIR = REPO_ROOT / "docs" / "schemas"
 README = REPO_ROOT / "docs" / "events.md"
@@ -98,7 +102,16 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-SCHEMAS = {name: load_schema(name) for name in ["envelope", *EVENT_TYPES]}
+# Every wire shape is tested: each type's current version (`payment.initiated` is v2), and each
+# older version still accepted, by its versioned schema name (`payment.initiated.v1`).
+WIRE_FACTORIES: dict[str, Callable[..., EventBase]] = {
+    **FACTORIES, "payment.initiated": payment_initiated_v2,
+    "payment.initiated.v1": FACTORIES["payment.initiated"],
+}
+NAMES = list(WIRE_FACTORIES)
+assert set(NAMES) == {*EVENT_TYPES, *(versioned(t, v) for t, vs in OLDER_VERSIONS.items()
+                                       for v in vs)}
+SCHEMAS = {name: load_schema(name) for name in ["envelope", *NAMES]}
 VALIDATORS = {
     name: Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     for name, schema in SCHEMAS.items()
@@ -199,7 +212,7 @@ class Declared:
 
     @property
     def is_money(self) -> bool:
-        return self.path[0] == "data" and self.path[-1] in MONEY_FIELDS
+        return field_is_money(self.path) and self.schema.get("type") != "object"
 
 
 def _value_schema(root: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
@@ -221,12 +234,14 @@ def declared_fields(event_type: str) -> list[Declared]:
             found.append(Declared((*prefix, name), value, name in required))
             if not prefix and name in ("actor", "data"):
                 visit(value, (name,))
+            elif prefix == ("data",) and "properties" in value:  # v2's amount {value, currency}
+                visit(value, (*prefix, name))
 
     visit(root, ())
     return found
 
 
-FIELDS = {event_type: declared_fields(event_type) for event_type in EVENT_TYPES}
+FIELDS = {name: declared_fields(name) for name in NAMES}
 
 
 # --- documents ---------------------------------------------------------------------------------
@@ -234,9 +249,31 @@ FIELDS = {event_type: declared_fields(event_type) for event_type in EVENT_TYPES}
 
 def base_document(event_type: str) -> dict[str, Any]:
     """A valid event of `event_type` with every optional envelope field set, as JSON values."""
-    event = FACTORIES[event_type](actor=actor(), causation_id=new_id(), tenant_id="tenant-7")
+    event = WIRE_FACTORIES[event_type](actor=actor(), causation_id=new_id(),
+                                       tenant_id="tenant-7")
     document: dict[str, Any] = json.loads(serialize_event(event))
     return document
+
+
+def schema_name(document: dict[str, Any]) -> str:
+    """The schema a document of any type and version is checked against (`NAMES`)."""
+    event_type, version = document["event_type"], document["schema_version"]
+    return (versioned(event_type, version) if version in OLDER_VERSIONS.get(event_type, {})
+            else event_type)
+
+
+def field_is_money(path: FieldPath) -> bool:
+    return path[0] == "data" and (path[-1] in MONEY_FIELDS or path == ("data", "amount", "value"))
+
+
+def set_money(document: dict[str, Any], name: str, value: Any) -> None:
+    """Set money field `name` (`amount`, `fee_amount`, `tax_amount`) in either version's shape:
+    v2's amount is `{value, currency}`."""
+    data = document["data"]
+    if name == "amount" and isinstance(data.get("amount"), dict):
+        data["amount"]["value"] = value
+    else:
+        data[name] = value
 
 
 DELETE: Any = object()
@@ -406,7 +443,7 @@ def known_round_trip_break(event_type: str, document: dict[str, Any]) -> str | N
 
 
 @pytest.mark.usefixtures("hypothesis_jsonschema_tuned")
-@pytest.mark.parametrize("event_type", list(EVENT_TYPES))
+@pytest.mark.parametrize("event_type", NAMES)
 def test_messages_generated_from_the_schema_are_accepted(event_type: str) -> None:
     """Every message the type's schema accepts is accepted by parse_event, or refused only for a
     semantic rule, never a crash; an accepted one round-trips through serialize_event."""
@@ -463,12 +500,12 @@ def test_messages_generated_from_the_schema_are_accepted(event_type: str) -> Non
 # --- 2. model-driven ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event_type", list(EVENT_TYPES))
+@pytest.mark.parametrize("event_type", NAMES)
 def test_factory_events_are_accepted_by_parser_and_schemas(event_type: str) -> None:
     """A valid event of each type, bare or with every optional envelope field and an unknown
     data field, is accepted by parse_event and by the envelope and per-type schemas."""
-    event = FACTORIES[event_type]()
-    assert parse_event(serialize_event(event)) == event
+    event = WIRE_FACTORIES[event_type]()
+    assert parse_event(serialize_event(event)) == upcast(event)
     full = base_document(event_type)
     full["data"]["x_newer_field"] = {"list": [1, "two", None, 2.5, True], "nested": {"a": {}}}
     full["x_envelope_extension"] = [{"ignored": True}]
@@ -521,7 +558,7 @@ def edge_cases(event_type: str) -> Iterator[tuple[str, FieldPath, Any, bool]]:
                 yield f"{where}={money!r}", field.path, money, False
 
 
-EDGE_CASES = {event_type: list(edge_cases(event_type)) for event_type in EVENT_TYPES}
+EDGE_CASES = {name: list(edge_cases(name)) for name in NAMES}
 
 
 def both_accept(event_type: str, document: dict[str, Any], ensure_ascii: bool) -> str | None:
@@ -539,7 +576,7 @@ def both_accept(event_type: str, document: dict[str, Any], ensure_ascii: bool) -
     return None
 
 
-@pytest.mark.parametrize("event_type", list(EVENT_TYPES))
+@pytest.mark.parametrize("event_type", NAMES)
 def test_contract_edge_values_are_accepted_by_parser_and_schemas(event_type: str) -> None:
     """Longest strings (also in astral characters), shortest strings, earliest and latest times,
     any canonical UUID, and zero or the largest money pass parse_event and both schemas alike."""
@@ -547,10 +584,10 @@ def test_contract_edge_values_are_accepted_by_parser_and_schemas(event_type: str
     for label, path, value, ensure_ascii in EDGE_CASES[event_type]:
         document = base_document(event_type)
         set_path(document, path, value)
-        if path[-1] in MONEY_FIELDS:  # keep the total below 10^16
+        if field_is_money(path):  # keep the total below 10^16
             for other in MONEY_FIELDS:
-                if other != path[-1]:
-                    document["data"][other] = "0"
+                if other != path[-1] and not (other == "amount" and len(path) == 3):
+                    set_money(document, other, "0")
         problem = both_accept(event_type, document, ensure_ascii)
         if problem:
             problems.append(f"{label}: {problem}")
@@ -671,15 +708,17 @@ def _mutations() -> Iterator[Mutation]:
                 yield Mutation(event_type, path, ["x"], "['x']")
                 if field.required:
                     yield Mutation(event_type, path, None, "None")
-            elif path == ("data", "currency"):
+            elif path in (("data", "currency"), ("data", "amount", "currency")):
                 for value in BAD_CURRENCIES:
                     yield Mutation(event_type, path, value, repr(value))
             elif "enum" in field.schema:
                 for value in BAD_ENUM_VALUES + [str(v).lower() for v in field.schema["enum"]]:
                     yield Mutation(event_type, path, value, repr(value))
             elif path == ("schema_version",):
-                for value in BAD_SCHEMA_VERSIONS:
-                    yield Mutation(event_type, path, value, repr(value))
+                own = base["schema_version"]  # 2 is bad for a v1 type, 1 for a v2 shape
+                for value in [*BAD_SCHEMA_VERSIONS, 1, 3]:
+                    if value != own or type(value) is not int:
+                        yield Mutation(event_type, path, value, repr(value))
             elif path == ("event_type",):
                 missing = next(  # a type whose required data this event lacks
                     other
@@ -744,7 +783,7 @@ def check_corpus(cases: list[tuple[str, str | None, str | None]]) -> None:
     assert unexpected + fixed == []
 
 
-@pytest.mark.parametrize("event_type", list(EVENT_TYPES))
+@pytest.mark.parametrize("event_type", NAMES)
 def test_contract_invalid_spellings_are_refused_by_parser_and_schemas(event_type: str) -> None:
     """Each invalid spelling (timestamps, UUIDs, schema_version, money, U+0000, lengths, missing
     fields, wrong types, wrong event_type, whole documents that are no object) is refused by
@@ -831,8 +870,8 @@ def seen(raw: bytes) -> Any:
 
 
 def _byte_mutations() -> Iterator[ByteMutation]:
-    for event_type in EVENT_TYPES:
-        raw = serialize_event(FACTORIES[event_type]())
+    for event_type in NAMES:
+        raw = serialize_event(WIRE_FACTORIES[event_type]())
         yield ByteMutation(f"{event_type}:bom", b"\xef\xbb\xbf" + raw, "byte-order-mark", seen(raw))
         doc = base_document(event_type)
         first_data_member = next(iter(doc["data"]))
@@ -897,8 +936,11 @@ def _byte_mutations() -> Iterator[ByteMutation]:
             raw = splice("user.registered", path, literal)
             name = f"json-text: {literal.decode()} in {'.'.join(path)}"
             yield ByteMutation(name, raw, "json-text")
-        raw = splice("payment.initiated", ("data", "amount"), literal)
-        name = f"json-text: {literal.decode()} in data.amount"
+        raw = splice("payment.initiated.v1", ("data", "amount"), literal)
+        name = f"json-text: {literal.decode()} in v1 data.amount"
+        yield ByteMutation(name, raw, "json-text")
+        raw = splice("payment.initiated", ("data", "amount", "value"), literal)
+        name = f"json-text: {literal.decode()} in v2 data.amount.value"
         yield ByteMutation(name, raw, "json-text")
     # Only where it would be stored: an ignored field's 1e400 is never read back.
     for path, text in [(("data", "x_newer"), b"1e400"), (("data", "metadata", "k"), b"-1e400"),
@@ -929,10 +971,15 @@ def _byte_mutations() -> Iterator[ByteMutation]:
     raw = splice("user.seen", ("x_ignored",), objects)
     yield ByteMutation("nesting: 210 objects in x_ignored", raw, "nesting-depth", seen(raw))
     zeros = {"amount": "1.00", "fee_amount": "0", "tax_amount": "0"}
-    for name in MONEY_FIELDS:
-        for written in [b"12.500", b"0.000", b"1250e-3", b"1.230", b"100.0000", b"0e-3"]:
-            raw = splice("payment.initiated", ("data", name), written, **zeros)
-            label = f"money-spelling: data.{name}={written.decode()}"
+    v2_zeros = {**zeros, "amount": {"value": "1.00", "currency": "EUR"}}
+    for written in [b"12.500", b"0.000", b"1250e-3", b"1.230", b"100.0000", b"0e-3"]:
+        for name in MONEY_FIELDS:
+            raw = splice("payment.initiated.v1", ("data", name), written, **zeros)
+            label = f"money-spelling: v1 data.{name}={written.decode()}"
+            yield ByteMutation(label, raw, "money-spelling", seen(raw))
+            path = ("data", "amount", "value") if name == "amount" else ("data", name)
+            raw = splice("payment.initiated", path, written, **v2_zeros)
+            label = f"money-spelling: v2 {'.'.join(path)}={written.decode()}"
             yield ByteMutation(label, raw, "money-spelling", seen(raw))
     for amount, fee, tax in [
         ("9999999999999999.99", "0.01", None),
@@ -942,11 +989,13 @@ def _byte_mutations() -> Iterator[ByteMutation]:
         (9999999999999999, None, 1),
         ("9999999999999999.99", "9999999999999999.99", "9999999999999999.99"),
     ]:
-        doc = base_document("payment.initiated")
-        doc["data"].update(amount=amount, fee_amount=fee, tax_amount=tax)
-        raw = encode(doc)
-        label = f"money-total: {amount}+{fee}+{tax}"
-        yield ByteMutation(label, raw, "money-total", seen(raw))
+        for name in ("payment.initiated.v1", "payment.initiated"):
+            doc = base_document(name)
+            for field, value in (("amount", amount), ("fee_amount", fee), ("tax_amount", tax)):
+                set_money(doc, field, value)
+            raw = encode(doc)
+            label = f"money-total: {name} {amount}+{fee}+{tax}"
+            yield ByteMutation(label, raw, "money-total", seen(raw))
     base = encode(base_document("user.seen"))
     for size in (MAX_EVENT_BYTES + 1, 2 * MAX_EVENT_BYTES):
         raw = padded_to(base, size)
@@ -974,7 +1023,7 @@ def semantic_problem(mutation: ByteMutation) -> str | None:
         if e.rule != mutation.rule or "\n" in e.reason:
             problems.append(f"parse_event refuses it with rule {e.rule!r}: {e.reason}")
     if mutation.seen is not UNSEEN:
-        event_type = mutation.seen["event_type"]
+        event_type = schema_name(mutation.seen)
         if not schema_accepts(event_type, mutation.seen):
             problems.append("the type schema refuses what it sees")
         if not schema_accepts("envelope", mutation.seen):
@@ -1011,8 +1060,9 @@ def test_limits_are_inclusive() -> None:
         ("user.seen", "x_newer", b"-0"),
         ("user.seen", "x_newer", b"1" + b"0" * 400),
         ("user.registered", "metadata", b'{"amount":1.5}'),
-        ("payment.initiated", "amount", b"12.5"),
-        ("payment.initiated", "amount", b"1E2"),
+        ("payment.initiated.v1", "amount", b"12.5"),
+        ("payment.initiated.v1", "amount", b"1E2"),
+        ("payment.initiated", "fee_amount", b"12.5"),
         ("user.seen", "amount", b"1.5"),  # named like money, but not money in this type
         ("payment.captured", "fee_amount", b"0.1"),
     ],
@@ -1022,7 +1072,7 @@ def test_accepted_numbers_survive_the_round_trip(
 ) -> None:
     """A JSON number parse_event accepts in `data` comes back equal after serialize_event."""
     event = parse_event(splice(event_type, ("data", member), written))
-    assert parse_event(serialize_event(event)) == event
+    assert parse_event(serialize_event(event)) == upcast(event)
 
 
 def test_quick_envelope_validator_agrees_with_the_stock_one() -> None:
@@ -1030,7 +1080,7 @@ def test_quick_envelope_validator_agrees_with_the_stock_one() -> None:
     on a sample of every corpus: mutations, byte-level values and edge values."""
     sample: list[Any] = [m.document() for m in MUTATIONS[::23]]
     sample += [m.seen for m in BYTE_MUTATIONS[::5] if m.seen is not UNSEEN]
-    sample += [base_document(event_type) for event_type in EVENT_TYPES]
+    sample += [base_document(name) for name in NAMES]
     verdicts = [(VALIDATORS["envelope"].is_valid(d), QUICK_ENVELOPE.is_valid(d)) for d in sample]
     assert all(stock == quick for stock, quick in verdicts)
     assert {stock for stock, _ in verdicts} == {True, False}
