@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import jiter
 from aiokafka import ConsumerRecord
 
 from consumers.records import DeadLetter, Incoming, PartitionProgress, Record, TopicPartition
 from finpass_pipeline.events import (
+    EVENT_TYPES,
+    MAX_EVENT_BYTES,
     Event,
     EventBase,
     InvalidEventError,
@@ -23,6 +26,21 @@ from finpass_pipeline.events import (
     topic_suffix,
     upcast,
 )
+
+
+def claimed_type(value: bytes | None) -> str | None:
+    """The `event_type` an invalid message names, when it is a known type: so that
+    `dead-letters list --event-type` finds the letters of a type, valid envelope or not. Only for
+    dead letters (never on the hot path); it never raises."""
+    if not value or len(value) > MAX_EVENT_BYTES:
+        return None
+    try:
+        document = jiter.from_json(value, allow_inf_nan=True)
+    except Exception:  # noqa: BLE001 -- not JSON (or not readable): no type to name
+        return None
+    named = document.get("event_type") if isinstance(document, dict) else None
+    return named if isinstance(named, str) and named in EVENT_TYPES else None
+
 
 REASON_MAX_CHARS = 1000
 """A dead-letter reason is cut to this length (it quotes the input at times)."""
@@ -111,7 +129,7 @@ class Planner:
                 plan.dead.append(DeadLetter(
                     r.topic, r.partition, r.offset, r.key, r.value, r.reason,
                     event_id=event.event_id if event is not None else None,
-                    event_type=event.event_type if event is not None else None))
+                    event_type=event.event_type if event is not None else claimed_type(r.value)))
                 progress.consecutive_dead_letters += 1
                 if progress.consecutive_dead_letters >= limit:
                     plan.progress[tp] = progress

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.planner import REASON_MAX_CHARS, Planner, clean_reason
+from consumers.planner import REASON_MAX_CHARS, Planner, claimed_type, clean_reason
 from finpass_pipeline.events import message_key, serialize_event, upcast
 from tests.support.builders import FACTORIES
 
@@ -63,3 +63,18 @@ def test_clean_reason_is_one_bounded_line() -> None:
     assert clean_reason("a\x00b\nc") == "a\\u0000b c"
     long = clean_reason("x" * 5000)
     assert len(long) == REASON_MAX_CHARS and long.endswith("…")
+
+
+def test_an_invalid_message_keeps_the_type_it_names() -> None:
+    """So `dead-letters list --event-type payment.initiated` finds it: a known type named by an
+    invalid message is kept with the letter; an unknown one, or none, is not."""
+    raw = serialize_event(FACTORIES["payment.initiated"]()).replace(
+        b'"schema_version":1', b'"schema_version":7')
+    record = decode("finpass.payments", b"k", raw)
+    assert record.event is None and record.reason.startswith("schema_version:")
+    plan = Planner("finpass.").plan([record], limit=100)
+    assert [d.event_type for d in plan.dead] == ["payment.initiated"]
+    assert claimed_type(raw) == "payment.initiated"
+    for value in (b'{"event_type": "payment.teleported"}', b'{"event_type": 5}', b"[1]",
+                  b"not json", b"", None, b'{"event_type": "payment.initiated"' + b"}" * 3):
+        assert claimed_type(value) is None, value
