@@ -30,6 +30,7 @@ DROP FUNCTION analyst.suspicious_activity(TIMESTAMPTZ, TIMESTAMPTZ, INTEGER, INT
 DROP FUNCTION analyst.compliance_report(TIMESTAMPTZ, TIMESTAMPTZ);
 DROP FUNCTION analyst.user_timeline(TEXT, TIMESTAMPTZ, TIMESTAMPTZ, INTEGER);
 DROP FUNCTION analyst.correlation_trail(TEXT);
+DROP FUNCTION analyst.mask_details(TEXT);
 DROP FUNCTION analyst.mask_personal(TEXT);
 
 

@@ -56,7 +56,7 @@ COMMENT ON COLUMN payments.payee_id_hash IS 'Keyed pseudonym of payee_did';
 CREATE INDEX idx_users_user_id_hash ON users (user_id_hash);
 CREATE INDEX idx_payments_payer_id_hash ON payments (payer_id_hash);
 
--- The key of the opaque digests -------------------------------------------------------------------
+-- The key of the opaque digests ------------------------------------------------------------------
 CREATE TABLE analyst_opaque_key (
     id INTEGER PRIMARY KEY CONSTRAINT ck_analyst_opaque_key_one CHECK (id = 1),
     key BYTEA NOT NULL CONSTRAINT ck_analyst_opaque_key_len CHECK (length(key) = 32)
@@ -69,7 +69,7 @@ VALUES (1, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()));
 ALTER TABLE analyst_opaque_key OWNER TO finpass_owner;
 REVOKE ALL ON analyst_opaque_key FROM PUBLIC;
 
--- Free-text masking --------------------------------------------------------------------------------
+-- Free-text masking -------------------------------------------------------------------------------
 CREATE FUNCTION analyst.mask_personal(p_text TEXT) RETURNS TEXT
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
@@ -86,7 +86,34 @@ COMMENT ON FUNCTION analyst.mask_personal(TEXT) IS
     'phone number replaced by [did], [email], [jwt], [ip], [phone]; the views pass reasons, '
     'descriptions and audit JSON through it';
 
--- Views --------------------------------------------------------------------------------------------
+-- audit_events.details carries the event's unknown data fields verbatim under "extra": whatever
+-- an upstream service sends. Analysts get their names only. Text that is not JSON is masked.
+CREATE FUNCTION analyst.mask_details(p_details TEXT) RETURNS TEXT
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    v JSONB;
+BEGIN
+    IF p_details IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        v := p_details::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RETURN analyst.mask_personal(p_details);
+    END;
+    IF jsonb_typeof(v) = 'object' AND jsonb_typeof(v -> 'extra') = 'object' THEN
+        v := (v - 'extra') || jsonb_build_object('extra_fields', (
+            SELECT jsonb_agg(k ORDER BY k) FROM jsonb_object_keys(v -> 'extra') AS k));
+    END IF;
+    RETURN analyst.mask_personal(v::text);
+END
+$$;
+COMMENT ON FUNCTION analyst.mask_details(TEXT) IS
+    'Audit details JSON for analysts: the event''s unknown fields ("extra") reduced to their '
+    'names (extra_fields), the rest through analyst.mask_personal';
+
+-- Views ------------------------------------------------------------------------------------------
 DROP VIEW analyst.users;
 DROP VIEW analyst.credentials;
 
@@ -135,7 +162,7 @@ SELECT a.id, a.audit_seq, a.event_id, a.event_type::text AS event_type, a.user_i
            ELSE analyst.mask_personal(a.resource_id) END AS resource_id,
        a.action::text AS action, a.outcome::text AS outcome, a.severity::text AS severity,
        analyst.mask_personal(a.description) AS description,
-       analyst.mask_personal(a.details) AS details,
+       analyst.mask_details(a.details) AS details,
        analyst.mask_personal(a.previous_values) AS previous_values,
        analyst.mask_personal(a.new_values) AS new_values,
        a.performed_by::text AS performed_by, a.performed_by_role::text AS performed_by_role,
@@ -154,7 +181,7 @@ SET ip_hash = encode(sha256(k.key || sha256(k.key || convert_to('ip:' || b.ip_ha
                      'hex')
 FROM public.analyst_opaque_key AS k;
 
--- Reports ------------------------------------------------------------------------------------------
+-- Reports ----------------------------------------------------------------------------------------
 -- Return types change (DID columns become pseudonyms): drop and recreate. The bodies are string
 -- literals that read analyst.* views only.
 DROP FUNCTION analyst.users_kyc_verified(TIMESTAMPTZ, TIMESTAMPTZ, INTEGER);
@@ -710,7 +737,8 @@ COMMENT ON COLUMN analyst.audit_events.action IS 'CREATE, UPDATE, LOGIN, ...';
 COMMENT ON COLUMN analyst.audit_events.outcome IS 'SUCCESS, FAILURE or REJECTED';
 COMMENT ON COLUMN analyst.audit_events.severity IS 'INFO, WARNING, ERROR or CRITICAL';
 COMMENT ON COLUMN analyst.audit_events.description IS 'What happened, personal data masked';
-COMMENT ON COLUMN analyst.audit_events.details IS 'JSON details, personal data masked';
+COMMENT ON COLUMN analyst.audit_events.details IS
+    'JSON details: unknown event fields by name only (extra_fields), personal data masked';
 COMMENT ON COLUMN analyst.audit_events.previous_values IS 'JSON before, personal data masked';
 COMMENT ON COLUMN analyst.audit_events.new_values IS 'JSON after, personal data masked';
 COMMENT ON COLUMN analyst.audit_events.performed_by IS 'Pseudonym of the actor''s DID';
@@ -831,7 +859,7 @@ BEGIN
 END
 $$;
 
--- Privileges -----------------------------------------------------------------------------------
+-- Privileges -------------------------------------------------------------------------------------
 -- Nothing on the base tables (REVOKE ALL at table level removes the column grants too).
 REVOKE ALL ON users, credentials, credential_status, payments, audit_events FROM finpass_analyst;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA analyst FROM PUBLIC;
