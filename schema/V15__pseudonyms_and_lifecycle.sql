@@ -1,4 +1,10 @@
--- V15: analysts see pseudonyms, not people (CONTRACT.md §5 v1.1). Undone by U15.
+-- V15: analysts see pseudonyms, not people (CONTRACT.md §5 v1.1), and the bookkeeping of the
+-- daemon's scheduled lifecycle jobs. Undone by U15.
+--
+-- lifecycle_job_runs: one row per scheduled job (audit_retention, prune), written by whichever
+--   consumer process ran it, under a session advisory lock (consumers/lifecycle.py): a process
+--   runs a job only when it holds the lock AND the last run started at least one interval ago,
+--   so a consumer group runs each job once per interval, never two at a time.
 --
 -- docs/analyst.md ("Privacy") has the full story; in short:
 --   * Pseudonym columns in the domain rows, written by the consumer at apply time from the same
@@ -35,6 +41,23 @@
 --     dictionary is generated from them (`finpass-pipeline analyst dictionary`).
 --
 -- Scripts run inside one transaction per version (finpass_pipeline.migrations): no BEGIN/COMMIT.
+
+-- Scheduled lifecycle jobs ----------------------------------------------------------------------
+CREATE TABLE lifecycle_job_runs (
+    job TEXT PRIMARY KEY,
+    last_started_at TIMESTAMPTZ NOT NULL,
+    last_finished_at TIMESTAMPTZ,
+    last_outcome VARCHAR(10) CONSTRAINT ck_lifecycle_job_runs_outcome
+        CHECK (last_outcome IN ('running', 'success', 'failure')),
+    last_error TEXT,
+    last_summary TEXT,
+    run_by TEXT NOT NULL,
+    runs BIGINT NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE lifecycle_job_runs IS
+    'Last run of each scheduled lifecycle job (audit_retention, prune) across the consumer group';
+ALTER TABLE lifecycle_job_runs OWNER TO finpass_owner;
+GRANT SELECT, INSERT, UPDATE ON lifecycle_job_runs TO finpass_writer;
 
 -- Pseudonym columns ------------------------------------------------------------------------------
 ALTER TABLE users ADD COLUMN user_id_hash VARCHAR(64);

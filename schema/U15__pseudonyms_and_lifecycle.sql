@@ -1,6 +1,6 @@
--- Undo of V15: the analyst surface as V10/V12 left it (DIDs in reports, column grants on the base
--- tables), without the pseudonym columns. The function and view definitions below are V10's (and
--- V12's for user_timeline / correlation_trail), verbatim.
+-- Undo of V15: no lifecycle_job_runs; the analyst surface as V10/V12 left it (DIDs in reports,
+-- column grants on the base tables), without the pseudonym columns. The function and view
+-- definitions below are V10's (and V12's for user_timeline / correlation_trail), verbatim.
 --
 -- The IP-burst rollup held digests, which cannot be turned back into addresses: it is emptied
 -- (with its coverage), so the next analyst.refresh_rollups() recomputes it from audit_events.
@@ -60,6 +60,7 @@ COMMENT ON SCHEMA analyst IS
 COMMENT ON FUNCTION analyst.rollup_window(TEXT, TIMESTAMPTZ, TIMESTAMPTZ) IS NULL;
 
 DROP TABLE analyst_opaque_key;
+DROP TABLE lifecycle_job_runs;
 
 CREATE VIEW analyst.users AS
 SELECT id, did, status, kyc_verified, kyc_verified_at, created_at, last_seen, updated_at,
