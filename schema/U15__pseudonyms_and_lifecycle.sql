@@ -10,6 +10,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA analyst FROM finpass_analyst;
 
 DROP VIEW analyst.audit_events;
 DROP VIEW analyst.payments;
+DROP VIEW analyst.credential_status;
 DROP VIEW analyst.credentials;
 DROP VIEW analyst.users;
 DROP FUNCTION analyst.ip_bursts_between(TIMESTAMPTZ, TIMESTAMPTZ, INTEGER);

@@ -16,10 +16,10 @@
 --       payments.payer_id_hash / payee_id_hash
 --     Rows written before V15 keep NULL there until `finpass-pipeline analyst backfill` (which
 --     holds the key) fills them; until then analysts see NULL — never the DID.
---   * finpass_analyst loses every grant on the base tables. It reads four views, all owned by
+--   * finpass_analyst loses every grant on the base tables. It reads five views, all owned by
 --     finpass_owner and listing their columns explicitly (a column added later to a table is not
---     visible until a view names it): analyst.users, analyst.credentials, analyst.payments and
---     analyst.audit_events. No DID, email, phone, JWT, IP address, user agent, device
+--     visible until a view names it): analyst.users, analyst.credentials,
+--     analyst.credential_status, analyst.payments and analyst.audit_events. No DID, email, phone, JWT, IP address, user agent, device
 --     fingerprint, geolocation, metadata, payment reference or KYC token is in them.
 --   * IP addresses and session ids appear as opaque keyed digests (ip_hash, session_hash):
 --     sha256(k || sha256(k || value)) under a random 32-byte key made here and stored in
@@ -146,14 +146,20 @@ SELECT u.user_id_hash, u.status::text AS status, u.kyc_verified, u.kyc_verified_
        u.email IS NOT NULL AS has_email, u.phone IS NOT NULL AS has_phone
 FROM public.users AS u;
 
+-- No join (V10's view joined credential_status): after PostgreSQL removes an unused LEFT JOIN
+-- the join column is still fetched, which rules out the index-only scan credential_statistics
+-- relies on. The status row is its own view.
 CREATE VIEW analyst.credentials AS
 SELECT c.id, c.user_id_hash, c.subject_id_hash, c.issuer_id, c.credential_type,
        c.status::text AS status, c.issued_at, c.expires_at, c.revoked_at,
        analyst.mask_personal(c.revocation_reason) AS revocation_reason, c.credential_hash,
-       c.proof_type, c.created_at, c.updated_at,
-       analyst.mask_personal(s.reason) AS status_reason, s.status_changed_at
-FROM public.credentials AS c
-LEFT JOIN public.credential_status AS s ON s.credential_id = c.id;
+       c.proof_type, c.created_at, c.updated_at
+FROM public.credentials AS c;
+
+CREATE VIEW analyst.credential_status AS
+SELECT s.credential_id, s.status::text AS status, analyst.mask_personal(s.reason) AS reason,
+       s.status_changed_at, s.created_at, s.updated_at
+FROM public.credential_status AS s;
 
 CREATE VIEW analyst.payments AS
 SELECT p.id, p.payer_id_hash, p.payee_id_hash, p.amount, p.currency::text AS currency,
@@ -689,7 +695,8 @@ COMMENT ON COLUMN analyst.users.has_email IS 'Whether an e-mail address is on fi
 COMMENT ON COLUMN analyst.users.has_phone IS 'Whether a phone number is on file (not which)';
 
 COMMENT ON VIEW analyst.credentials IS
-    'Credentials with their status row; the holder and subject only as pseudonyms, no JWT';
+    'Credentials; the holder and subject only as pseudonyms, no JWT (status row: '
+    'analyst.credential_status)';
 COMMENT ON COLUMN analyst.credentials.id IS 'Credential id (credential_id of the events)';
 COMMENT ON COLUMN analyst.credentials.user_id_hash IS
     'Pseudonym of the holder (= analyst.users.user_id_hash)';
@@ -707,9 +714,16 @@ COMMENT ON COLUMN analyst.credentials.credential_hash IS 'SHA-256 hex of the cre
 COMMENT ON COLUMN analyst.credentials.proof_type IS 'Proof type, e.g. JsonWebSignature2020';
 COMMENT ON COLUMN analyst.credentials.created_at IS 'Time the row was written (issue event)';
 COMMENT ON COLUMN analyst.credentials.updated_at IS 'Time of the latest change to the row';
-COMMENT ON COLUMN analyst.credentials.status_reason IS
+COMMENT ON VIEW analyst.credential_status IS
+    'The status row of each credential (one per credential): latest change and its reason';
+COMMENT ON COLUMN analyst.credential_status.credential_id IS '= analyst.credentials.id';
+COMMENT ON COLUMN analyst.credential_status.status IS 'VALID, SUSPENDED, REVOKED or EXPIRED';
+COMMENT ON COLUMN analyst.credential_status.reason IS
     'Reason of the latest status change, personal data masked';
-COMMENT ON COLUMN analyst.credentials.status_changed_at IS 'Time of the latest status change';
+COMMENT ON COLUMN analyst.credential_status.status_changed_at IS
+    'Time of the latest status change';
+COMMENT ON COLUMN analyst.credential_status.created_at IS 'Time the row was written';
+COMMENT ON COLUMN analyst.credential_status.updated_at IS 'Time of the latest change to the row';
 
 COMMENT ON VIEW analyst.payments IS
     'Payments with payer and payee as pseudonyms; no DIDs, references, descriptions or tokens';
