@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -41,7 +42,7 @@ from tests.support.builders import (
     user_seen,
     user_status_changed,
 )
-from tests.support.pipeline_support import running_daemon, send_events, wait_caught_up
+from tests.support.pipeline_support import cli, running_daemon, send_events, wait_caught_up
 
 KEY = b"test-audit-key"  # make_settings' audit key
 
@@ -373,3 +374,23 @@ async def test_data_dictionary_is_generated_from_comments_and_matches_the_doc(
     assert dictionary.section(dictionary.DOC.read_text(encoding="utf-8")) == generated, (
         "docs/analyst.md is stale: run `finpass-pipeline analyst dictionary --write`")
     assert dictionary.apply(generated, dictionary.DOC, "check") == 0
+
+
+def test_the_analyst_commands_check_the_doc_and_backfill(fresh_db: str, tmp_path: Path) -> None:
+    """`analyst dictionary --check` exits 0 on docs/analyst.md and 1 (one line) on a stale
+    copy; `--write` fixes the copy; `analyst backfill` reports per column and exits 0."""
+    env = {"FINPASS_DATABASE_URL": fresh_db, "FINPASS_AUDIT_HASH_KEY": "k"}
+    assert cli("migrate", env=env).returncode == 0
+    assert cli("analyst", "dictionary", "--check", env=env).returncode == 0
+    stale = tmp_path / "analyst.md"
+    stale.write_text("# Analysts\n", encoding="utf-8")
+    checked = cli("analyst", "dictionary", "--check", "--doc", str(stale), env=env)
+    assert checked.returncode == 1 and "analyst dictionary --write" in checked.stderr
+    assert cli("analyst", "dictionary", "--write", "--doc", str(stale), env=env).returncode == 0
+    assert cli("analyst", "dictionary", "--check", "--doc", str(stale), env=env).returncode == 0
+    assert stale.read_text(encoding="utf-8").startswith("# Analysts\n\n## Data dictionary\n")
+    filled = cli("analyst", "backfill", env=env)
+    assert filled.returncode == 0, filled.stderr
+    assert "users.user_id_hash: 0 row(s)" in filled.stdout
+    nokey = cli("analyst", "backfill", env={"FINPASS_DATABASE_URL": fresh_db})
+    assert nokey.returncode == 2 and "FINPASS_AUDIT_HASH_KEY" in nokey.stderr
