@@ -610,6 +610,28 @@ async def test_v10_then_u10_leaves_the_schema_and_privileges_as_before(fresh_db:
         await conn.close()
 
 
+async def test_v15_then_u15_leaves_the_schema_and_privileges_as_before(fresh_db: str) -> None:
+    """U15 restores V10/V12's analyst surface exactly: objects, indexes, functions (with their
+    result types) and effective privileges, the analyst's column grants included."""
+    await migrate(fresh_db, target=14)
+    before = await _catalog(fresh_db)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        results = "SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid) FROM pg_proc p"\
+                  " WHERE p.pronamespace = 'analyst'::regnamespace ORDER BY 1"
+        results_before = await conn.fetch(results)
+        await migrate(fresh_db, target=15)
+        during = await _catalog(fresh_db)
+        assert ("users", "did", "finpass_analyst", "SELECT") not in during["column_acl"]
+        assert not await conn.fetchval(
+            "SELECT has_any_column_privilege('finpass_analyst', 'users', 'SELECT')")
+        assert await rollback(fresh_db, to=14) == [15]
+        assert await _catalog(fresh_db) == before
+        assert await conn.fetch(results) == results_before
+    finally:
+        await conn.close()
+
+
 async def test_runner_applies_v10_after_a_gap_and_undoes_it(fresh_db: str, tmp_path: Path
                                                             ) -> None:
     """Versions 4..9 may be absent: V1-V3 then V10 apply in order; U10 alone undoes it."""
