@@ -580,6 +580,20 @@ GRANT SELECT ON credential_status, payments, audit_events TO finpass_analyst;
 
 DROP INDEX idx_payments_payer_id_hash;
 DROP INDEX idx_users_user_id_hash;
+CREATE INDEX idx_users_did_pattern ON users (did text_pattern_ops);
+-- Only where the plain-text columns still exist (see V15).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'public.users'::regclass
+               AND attname = 'email' AND NOT attisdropped) THEN
+        CREATE INDEX idx_users_email_lower ON users (lower(email) text_pattern_ops);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'public.users'::regclass
+               AND attname = 'phone' AND NOT attisdropped) THEN
+        CREATE INDEX idx_users_phone_digits ON users ((regexp_replace(phone, '[^0-9+]', '', 'g')));
+    END IF;
+END
+$$;
 ALTER TABLE payments DROP COLUMN payee_id_hash, DROP COLUMN payer_id_hash;
 ALTER TABLE credentials DROP COLUMN subject_id_hash, DROP COLUMN user_id_hash;
 ALTER TABLE users DROP COLUMN user_id_hash;

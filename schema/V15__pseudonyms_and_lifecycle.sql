@@ -19,8 +19,9 @@
 --   * finpass_analyst loses every grant on the base tables. It reads five views, all owned by
 --     finpass_owner and listing their columns explicitly (a column added later to a table is not
 --     visible until a view names it): analyst.users, analyst.credentials,
---     analyst.credential_status, analyst.payments and analyst.audit_events. No DID, email, phone, JWT, IP address, user agent, device
---     fingerprint, geolocation, metadata, payment reference or KYC token is in them.
+--     analyst.credential_status, analyst.payments and analyst.audit_events. No DID, email,
+--     phone, JWT, IP address, user agent, device fingerprint, geolocation, metadata, payment
+--     reference or KYC token is in them.
 --   * IP addresses and session ids appear as opaque keyed digests (ip_hash, session_hash):
 --     sha256(k || sha256(k || value)) under a random 32-byte key made here and stored in
 --     analyst_opaque_key, which only the owner can read, so they group and join but cannot be
@@ -78,6 +79,12 @@ COMMENT ON COLUMN payments.payee_id_hash IS 'Keyed pseudonym of payee_did';
 -- Joins by pseudonym (users <-> audit, users <-> payments); the backfill finds NULLs by them too.
 CREATE INDEX idx_users_user_id_hash ON users (user_id_hash);
 CREATE INDEX idx_payments_payer_id_hash ON payments (payer_id_hash);
+-- V10's indexes for searching users by DID prefix, email and phone: no report does that now,
+-- and each cost an index entry per registration. IF EXISTS: work on personal-data encryption
+-- (another migration) may have removed the email and phone ones already.
+DROP INDEX idx_users_did_pattern;
+DROP INDEX IF EXISTS idx_users_email_lower;
+DROP INDEX IF EXISTS idx_users_phone_digits;
 
 -- The key of the opaque digests ------------------------------------------------------------------
 CREATE TABLE analyst_opaque_key (
@@ -338,8 +345,10 @@ AS $$
     LIMIT p_limit
 $$;
 
--- By pseudonym: the whole 64 hex digits (exact, through idx_users_user_id_hash) or a prefix of
--- at least 8 (scans users). Anything else finds nothing.
+-- By pseudonym: the whole 64 hex digits (exact) or a prefix of at least 8, both through
+-- idx_users_user_id_hash: a prefix q is the range [q, q || 'g') ('g' sorts after every hex
+-- digit in C and the usual locales), and LIKE keeps the answer exact. Anything else
+-- finds nothing.
 CREATE FUNCTION analyst.search_users(p_query TEXT, p_limit INTEGER DEFAULT 50)
 RETURNS TABLE (user_id_hash TEXT, status TEXT, kyc_verified BOOLEAN, created_at TIMESTAMPTZ,
                last_seen TIMESTAMPTZ, exact BOOLEAN)
@@ -349,8 +358,9 @@ AS $$
            u.user_id_hash = lower(btrim(p_query))
     FROM analyst.users AS u
     WHERE lower(btrim(p_query)) ~ '^[0-9a-f]{8,64}$'
-      AND CASE WHEN length(btrim(p_query)) = 64 THEN u.user_id_hash = lower(btrim(p_query))
-               ELSE u.user_id_hash LIKE lower(btrim(p_query)) || '%' END
+      AND u.user_id_hash >= lower(btrim(p_query))
+      AND u.user_id_hash < lower(btrim(p_query)) || 'g'
+      AND u.user_id_hash LIKE lower(btrim(p_query)) || '%'
     ORDER BY 6 DESC, u.user_id_hash
     LIMIT p_limit
 $$;
