@@ -29,7 +29,8 @@
 --     key is per database: these digests are not comparable across databases.
 --   * Free text the views pass through (reasons, descriptions, audit JSON) goes through
 --     analyst.mask_personal, which replaces anything shaped like a DID, e-mail address, IPv4
---     address, JWT or international phone number.
+--     address, JWT or international phone number; the unknown event fields an audit row keeps
+--     in details.extra are reduced to their names (analyst.mask_details).
 --   * Every report reads those views (never public.*), so it sees exactly what the role sees,
 --     and identifies people only by user_id_hash / payer_id_hash / payee_id_hash. The report
 --     functions stay inlinable LANGUAGE sql invoker functions; views are plain, so they are
@@ -76,7 +77,7 @@ COMMENT ON COLUMN credentials.subject_id_hash IS 'Keyed pseudonym of subject_did
 COMMENT ON COLUMN payments.payer_id_hash IS 'Keyed pseudonym of payer_did';
 COMMENT ON COLUMN payments.payee_id_hash IS 'Keyed pseudonym of payee_did';
 
--- Joins by pseudonym (users <-> audit, users <-> payments); the backfill finds NULLs by them too.
+-- Joins by pseudonym (users <-> audit, users <-> payments) and users-search.
 CREATE INDEX idx_users_user_id_hash ON users (user_id_hash);
 CREATE INDEX idx_payments_payer_id_hash ON payments (payer_id_hash);
 -- V10's indexes for searching users by DID prefix, email and phone: no report does that now,
