@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
-from consumers.lifecycle import LOCK_KEYS, Job, lifecycle_jobs
+from consumers.lifecycle import LOCK_KEYS, Job, LifecycleScheduler, lifecycle_jobs
+from finpass_pipeline.metrics import ConsumerMetrics
 from finpass_pipeline.settings import Settings
 
 
@@ -46,3 +50,26 @@ def test_a_job_is_due_a_little_before_its_interval_and_locks_by_its_own_key() ->
     assert Job("prune", 3600, _nothing).not_before == timedelta(seconds=3595)
     assert len(set(LOCK_KEYS.values())) == len(LOCK_KEYS)
     assert all(-(2**63) <= k < 2**63 for k in LOCK_KEYS.values())
+
+
+async def test_an_unreachable_database_is_a_counted_failure_not_an_exception() -> None:
+    """The round fails (logged, counted); nothing is raised to the daemon."""
+    async def refuse() -> asyncpg.Connection:
+        raise ConnectionRefusedError("connection refused")
+
+    metrics = ConsumerMetrics()
+    scheduler = LifecycleScheduler([Job("prune", 60, _nothing)], metrics, refuse, run_by="t")
+    with capture_logs() as logs:
+        assert await scheduler.run_once(scheduler.jobs[0]) == "failure"
+    assert metrics.registry.get_sample_value(
+        "finpass_lifecycle_runs_total", {"job": "prune", "outcome": "failure"}) == 1
+    assert [e["event"] for e in logs] == ["lifecycle_job_failed"]
+    assert "connection refused" in logs[0]["error"]
+
+
+async def test_no_jobs_means_the_scheduler_returns_at_once() -> None:
+    """The default: `run` ends immediately and opens no connection."""
+    async def never() -> asyncpg.Connection:
+        raise AssertionError("opened a connection")
+
+    await LifecycleScheduler([], ConsumerMetrics(), never).run(asyncio.Event())
