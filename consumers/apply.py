@@ -167,14 +167,17 @@ class Applier:
             assert existing is not None  # noqa: S101  (narrowing for mypy)
             return _rejected("USER", str(existing.id), d.did, "DUPLICATE_REGISTRATION",
                              "user already registered")
+        # One HMAC for the row's pseudonym and the audit row's user_id_hash.
+        hashed = self.pz.hash(d.did)
         row = UserRow(id=user_id_for(d.did), did=d.did, created_at=e.occurred_at,
                       email=d.email, phone=d.phone,
                       metadata=_metadata(d.metadata, d.extra_fields()),
-                      updated_at=e.occurred_at, is_new=True)
+                      updated_at=e.occurred_at, user_id_hash=hashed, is_new=True)
         state.users[d.did] = row
         state.created.append(Subject("user", d.did))
         return _Effect("USER", str(row.id), d.did, new={"status": "ACTIVE",
-                       "kyc_verified": False}, description="user registered")
+                       "kyc_verified": False}, description="user registered",
+                       subject_hash=hashed)
 
     def _user(self, state: BatchState, did: str) -> UserRow:
         row = state.users[did]
@@ -242,6 +245,8 @@ class Applier:
         if state.credentials.get(key) is not None:
             return _rejected("CREDENTIAL", key, d.user_did, "DUPLICATE_CREDENTIAL",
                              "credential already issued")
+        holder = self.pz.hash(user.did)
+        subject = (holder if d.subject_did == user.did else self.pz.maybe(d.subject_did))
         row = CredentialRow(
             id=d.credential_id, user_id=user.id, user_did=user.did, status="VALID",
             status_changed_at=e.occurred_at, issuer_id=d.issuer_id,
@@ -252,14 +257,16 @@ class Applier:
             nonce=d.nonce, subject_did=d.subject_did, verification_method=d.verification_method,
             proof_type=d.proof_type, proof_created_at=d.proof_created_at,
             proof_purpose=d.proof_purpose, metadata=_metadata(d.metadata, d.extra_fields()),
-            created_at=e.occurred_at, updated_at=e.occurred_at, is_new=True,
+            created_at=e.occurred_at, updated_at=e.occurred_at, user_id_hash=holder,
+            subject_id_hash=subject, is_new=True,
         )
         state.credentials[key] = row
         state.created.append(Subject("credential", key))
         return _Effect("CREDENTIAL", key, user.did,
                        new={"status": "VALID", "credential_type": d.credential_type,
                             "expires_at": _ts(d.expires_at)},
-                       details={"issuer_id": d.issuer_id}, description="credential issued")
+                       details={"issuer_id": d.issuer_id}, description="credential issued",
+                       subject_hash=holder)
 
     def _credential_transition(self, state: BatchState, e: CredentialTransition) -> _Effect:
         d = e.data
@@ -294,6 +301,7 @@ class Applier:
                              "payment already initiated")
         amount, currency = d.amount.value, d.amount.currency
         total = amount + (d.fee_amount or Decimal(0)) + (d.tax_amount or Decimal(0))
+        payer, payee = self.pz.hash(d.payer_did), self.pz.hash(d.payee_did)
         row = PaymentRow(
             id=d.payment_id, payer_did=d.payer_did, payee_did=d.payee_did, amount=amount,
             currency=currency, status="PENDING", payment_type=d.payment_type,
@@ -302,7 +310,7 @@ class Applier:
             fee_amount=d.fee_amount,
             tax_amount=d.tax_amount, total_amount=total,
             metadata=_metadata(None, d.extra_fields()), created_at=e.occurred_at,
-            updated_at=e.occurred_at, is_new=True,
+            updated_at=e.occurred_at, payer_id_hash=payer, payee_id_hash=payee, is_new=True,
         )
         state.payments[key] = row
         state.created.append(Subject("payment", key))
@@ -310,8 +318,8 @@ class Applier:
                        new={"status": "PENDING", "amount": str(amount),
                             "currency": currency, "total_amount": str(total),
                             "payment_type": d.payment_type},
-                       details={"payee": self.pz.hash(d.payee_did)},
-                       description="payment initiated")
+                       details={"payee": payee}, description="payment initiated",
+                       subject_hash=payer)
 
     def _payment_transition(self, state: BatchState, e: PaymentTransition) -> _Effect:
         d = e.data
@@ -388,7 +396,9 @@ class Applier:
         row = AuditRow(
             # One audit row per event: the event id is a natural, replay-stable row id.
             id=e.event_id, event_type=audit_event_type(e.event_type),
-            user_id_hash=self.pz.maybe(effect.subject_did), session_id=fit("session_id", session),
+            user_id_hash=(effect.subject_hash if effect.subject_hash is not None
+                          else self.pz.maybe(effect.subject_did)),
+            session_id=fit("session_id", session),
             ip_address=actor.ip_address if actor else None,
             user_agent=fit("user_agent", actor.user_agent) if actor else None,
             tenant_id=fit("tenant_id", e.tenant_id),
@@ -428,6 +438,8 @@ class _Effect:
     details: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    subject_hash: str | None = None
+    """The pseudonym of `subject_did`, when the handler already computed it for a row."""
 
 
 def _rejected(resource_type: str, resource_id: str, did: str | None, code: str, message: str,

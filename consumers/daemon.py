@@ -33,6 +33,7 @@ from consumers.apply import Applier
 from consumers.committer import Committer
 from consumers.dead_letters import DLQ_MAX_REQUEST_BYTES, DeadLetterSender
 from consumers.intake import Intake
+from consumers.lifecycle import LifecycleScheduler
 from consumers.offsets import OffsetGuard
 from consumers.planner import Planner
 from consumers.records import Record
@@ -81,6 +82,8 @@ class ConsumerDaemon:
         self.on_commit: Callable[[list[Record]], None] | None = None
         """Called with each committed sub-batch's records (the bench measures latency here)."""
         self._consumer: AIOKafkaConsumer | None = None  # for /healthz only
+        self.lifecycle = LifecycleScheduler.for_settings(settings, self.metrics)
+        """Audit retention and prune on their intervals, when enabled (consumers/lifecycle.py)."""
 
     def health(self) -> dict[str, Any]:
         consumer = self._consumer
@@ -142,6 +145,8 @@ class ConsumerDaemon:
         # PostgreSQL writes (the event loop switches at every database await).
         ahead = asyncio.create_task(intake.next_batch())
         parked = asyncio.create_task(self._watch_parked(store, stop))
+        # Off by default; its failures are logged and counted there, never raised here.
+        lifecycle = asyncio.create_task(self.lifecycle.run(stop))
         try:
             while not stop.is_set():
                 fetched = await ahead
@@ -172,6 +177,7 @@ class ConsumerDaemon:
         finally:
             ahead.cancel()
             parked.cancel()
+            lifecycle.cancel()
         log.info("draining_done", note="stopping: last batch committed, leaving the group")
         return 0
 

@@ -28,7 +28,7 @@ def user_id_for(did: str) -> uuid.UUID:
 class UserRow:
     INSERT_COLUMNS: ClassVar[tuple[str, ...]] = (
         "id", "did", "created_at", "last_seen", "email", "phone", "kyc_verified",
-        "kyc_verified_at", "status", "metadata", "updated_at",
+        "kyc_verified_at", "status", "metadata", "updated_at", "user_id_hash",
     )
     UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
         "last_seen", "kyc_verified", "kyc_verified_at", "status", "metadata", "updated_at",
@@ -45,6 +45,8 @@ class UserRow:
     status: str = "ACTIVE"
     metadata: str | None = None
     updated_at: datetime | None = None
+    user_id_hash: str | None = None
+    """Keyed pseudonym of `did` (= the audit rows' user_id_hash); written once, at insert."""
     is_new: bool = field(default=False, compare=False)
     dirty: bool = field(default=False, compare=False)
 
@@ -56,6 +58,7 @@ class CredentialRow:
         "expires_at", "status", "revoked_at", "revocation_handle", "revocation_reason",
         "revoked_by", "credential_hash", "nonce", "subject_did", "verification_method",
         "proof_type", "proof_created_at", "proof_purpose", "metadata", "created_at", "updated_at",
+        "user_id_hash", "subject_id_hash",
     )
     UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
         "status", "revoked_at", "revocation_reason", "revoked_by", "metadata", "updated_at",
@@ -86,6 +89,10 @@ class CredentialRow:
     metadata: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    user_id_hash: str | None = None
+    """Pseudonym of the holder (`user_did`)."""
+    subject_id_hash: str | None = None
+    """Pseudonym of `subject_did`."""
     is_new: bool = field(default=False, compare=False)
     dirty: bool = field(default=False, compare=False)
 
@@ -97,7 +104,7 @@ class PaymentRow:
         "kyc_decision_token", "payment_method", "transaction_id", "reference_id", "description",
         "fee_amount", "tax_amount", "total_amount", "authorized_at", "captured_at", "failed_at",
         "refunded_at", "failure_reason", "refund_reason", "metadata", "created_at", "updated_at",
-        "completed_at",
+        "completed_at", "payer_id_hash", "payee_id_hash",
     )
     UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
         "status", "transaction_id", "authorized_at", "captured_at", "failed_at", "refunded_at",
@@ -129,6 +136,8 @@ class PaymentRow:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     completed_at: datetime | None = None
+    payer_id_hash: str | None = None
+    payee_id_hash: str | None = None
     is_new: bool = field(default=False, compare=False)
     dirty: bool = field(default=False, compare=False)
 

@@ -240,6 +240,43 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return run_cli(args, settings)
 
 
+def cmd_analyst(args: argparse.Namespace, settings: Settings) -> int:
+    if args.analyst_action == "backfill":
+        from finpass_pipeline.analyst.pseudonyms import backfill
+
+        async def fill() -> None:
+            await backfill(settings, batch_size=args.batch_size, every=args.all, say=_say)
+
+        return _run(fill())
+    from finpass_pipeline.analyst import dictionary
+
+    mode = "check" if args.check else "write" if args.write else "print"
+    generated = asyncio.run(dictionary.generate(settings.database_url, settings.database_role))
+    return dictionary.apply(generated, args.doc, mode)
+
+
+def _add_analyst_parser(sub: Any) -> None:
+    from finpass_pipeline.analyst.dictionary import DOC
+
+    analyst = sub.add_parser("analyst", help="the pseudonymous analyst surface: backfill "
+                                             "pseudonyms, data dictionary")
+    actions = analyst.add_subparsers(dest="analyst_action", required=True, metavar="ACTION")
+    fill = actions.add_parser("backfill", help="fill the pseudonym columns of rows written "
+                                               "before V15 (needs FINPASS_AUDIT_HASH_KEY)")
+    fill.add_argument("--batch-size", type=_positive, default=5000,
+                      help="rows per transaction (default 5000)")
+    fill.add_argument("--all", action="store_true",
+                      help="recompute every row (after rotating the pseudonym key)")
+    dictionary = actions.add_parser("dictionary", help="the data dictionary, from the COMMENTs "
+                                                       "of what finpass_analyst can reach")
+    mode = dictionary.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="replace its section in --doc")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 when --doc's section differs from the database")
+    dictionary.add_argument("--doc", type=Path, default=DOC, help="default docs/analyst.md")
+    analyst.set_defaults(handler=cmd_analyst)
+
+
 def cmd_datagen(args: argparse.Namespace, settings: Settings) -> int:
     from finpass_pipeline.dev.datagen import run_cli
 
@@ -508,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the committed per-version schemas (default docs/schemas)")
     check.set_defaults(handler=cmd_schema_check)
     _add_audit_parser(sub)
+    _add_analyst_parser(sub)
     _add_ops_parsers(sub)
 
     return parser

@@ -60,6 +60,21 @@ class ConsumerMetrics:
                                 "Events in parked_events, waiting for their subject", registry=r)
         self.parked_oldest = Gauge("finpass_parked_oldest_age_seconds",
                                    "Age of the oldest parked event (0 when none)", registry=r)
+        # Scheduled lifecycle jobs (consumers/lifecycle.py); `job` is audit_retention or prune.
+        self.lifecycle_runs = Counter(
+            "finpass_lifecycle_runs_total",
+            "Scheduled lifecycle job attempts by outcome: success, failure, locked (another "
+            "process held the job's lock), not_due (the group ran it less than an interval ago)",
+            ["job", "outcome"], registry=r)
+        self.lifecycle_last_success = Gauge(
+            "finpass_lifecycle_last_success_timestamp_seconds",
+            "Unix time this process last ran the job successfully", ["job"], registry=r)
+        self.lifecycle_interval = Gauge(
+            "finpass_lifecycle_interval_seconds",
+            "Configured interval of each enabled lifecycle job", ["job"], registry=r)
+        self.lifecycle_duration = Histogram(
+            "finpass_lifecycle_duration_seconds", "Run time of a lifecycle job that ran",
+            ["job"], buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600), registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     outbox_database_url: str | None = None
     """The database holding `event_outbox` when it is not the pipeline's own."""
 
+    # Lifecycle jobs the consume daemon runs by itself (docs/operations.md, "Scheduled jobs").
+    # Seconds between runs across the whole consumer group; 0 (the default) leaves a job off.
+    schedule_audit_retention_seconds: int = Field(default=0, ge=0, le=366 * 86400)
+    """`audit retention` (drop whole audit partitions past retention) every N seconds."""
+    schedule_prune_seconds: int = Field(default=0, ge=0, le=366 * 86400)
+    """`prune` (idempotency claims older than `schedule_prune_older_than`) every N seconds."""
+    schedule_prune_older_than: str = Field(default="30d", pattern=r"^\s*[1-9]\d*[dhm]\s*$")
+    """The scheduled prune's window, as `prune --older-than` (30d, 12h, 90m)."""
+
     @field_validator("database_role", mode="before")
     @classmethod
     def _empty_role_is_none(cls, value: object) -> object:

@@ -180,10 +180,10 @@ REPORTS: tuple[Report, ...] = (
            (Param("since", "timestamp", "inactive since", Relative("-90d")),
             Param("status", "status", "only users in this status"), _limit())),
     Report("users-search",
-           "Find users by DID (exact or prefix, >= 3 characters), email or phone (exact). "
-           "Returns no contact data: matched_on says which field matched.", "lookup",
+           "Find users by pseudonym: a whole user_id_hash (exact) or a prefix of >= 8 hex "
+           "digits. Analysts cannot look a person up by DID, email or phone.", "lookup",
            "SELECT * FROM analyst.search_users($1, $2)",
-           (Param("query", "text", "DID, DID prefix, email or phone", required=True),
+           (Param("query", "text", "user_id_hash or a prefix of it", required=True),
             _limit(50))),
     Report("users-stats",
            "Users per status and in total: KYC-verified count and rate, seen and registered "

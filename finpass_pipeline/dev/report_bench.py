@@ -41,9 +41,8 @@ BIG_TABLES = frozenset({"users", "credentials", "credential_status", "payments",
 CASES: list[tuple[str, str, dict[str, str]]] = [
     ("users-kyc-verified", "last 30 days", {}),
     ("users-inactive", "since 90 days", {}),
-    ("users-search", "DID prefix", {"query": "{did_prefix}"}),
-    ("users-search", "exact email", {"query": "{email}"}),
-    ("users-search", "exact phone", {"query": "{phone}"}),
+    ("users-search", "exact pseudonym", {"query": "{user_hash}"}),
+    ("users-search", "pseudonym prefix", {"query": "{hash_prefix}"}),
     ("users-stats", "", {}),
     ("credentials-expired", "", {}),
     ("credentials-expiring", "30 days", {}),
@@ -90,19 +89,15 @@ def percentile(values: list[float], q: float) -> float:
 
 async def _samples(conn: asyncpg.Connection) -> dict[str, str]:
     """Representative lookup keys, taken from the data itself."""
-    row = await conn.fetchrow(
-        "SELECT did, email, phone FROM users WHERE email IS NOT NULL AND phone IS NOT NULL"
-        " ORDER BY created_at DESC LIMIT 1")
     user_hash = await conn.fetchval(
         "SELECT user_id_hash FROM audit_events WHERE created_at > now() - interval '1 day'"
         " AND user_id_hash IS NOT NULL ORDER BY created_at DESC LIMIT 1")
     correlation = await conn.fetchval(
         "SELECT correlation_id FROM audit_events WHERE created_at > now() - interval '2 days'"
         " AND event_type = 'PAYMENT_CAPTURED' ORDER BY created_at DESC LIMIT 1")
-    if row is None or user_hash is None or correlation is None:
+    if user_hash is None or correlation is None:
         raise RuntimeError("no data to benchmark: load some with `finpass-pipeline datagen`")
-    return {"did_prefix": str(row["did"])[:16], "email": str(row["email"]).upper(),
-            "phone": str(row["phone"]), "user_hash": str(user_hash),
+    return {"user_hash": str(user_hash), "hash_prefix": str(user_hash)[:10],
             "correlation_id": str(correlation)}
 
 

@@ -53,18 +53,19 @@ _FAIL_REASONS = ["insufficient_funds", "card_declined", "expired_card", "risk_re
 _LOGIN_FAIL = ["bad_password", "bad_password", "unknown_did", "expired_credential", "bad_otp"]
 
 USER_COLS = ("id", "did", "created_at", "last_seen", "email", "phone", "kyc_verified",
-             "kyc_verified_at", "status", "metadata", "updated_at")
+             "kyc_verified_at", "status", "metadata", "updated_at", "user_id_hash")
 CRED_COLS = ("id", "user_id", "issuer_id", "credential_type", "credential_jwt", "issued_at",
              "expires_at", "status", "revoked_at", "revocation_handle", "revocation_reason",
              "revoked_by", "credential_hash", "nonce", "subject_did", "verification_method",
-             "proof_type", "proof_created_at", "proof_purpose", "created_at", "updated_at")
+             "proof_type", "proof_created_at", "proof_purpose", "created_at", "updated_at",
+             "user_id_hash", "subject_id_hash")
 STATUS_COLS = ("id", "credential_id", "status", "reason", "status_changed_at", "created_at",
                "updated_at")
 PAY_COLS = ("id", "payer_did", "payee_did", "amount", "currency", "status", "payment_type",
             "kyc_decision_token", "payment_method", "transaction_id", "reference_id",
             "fee_amount", "tax_amount", "total_amount", "authorized_at", "captured_at",
             "failed_at", "refunded_at", "failure_reason", "refund_reason", "created_at",
-            "updated_at", "completed_at")
+            "updated_at", "completed_at", "payer_id_hash", "payee_id_hash")
 AUDIT_COLS = ("id", "event_type", "user_id_hash", "session_id", "ip_address", "user_agent",
               "resource_id", "resource_type", "action", "outcome", "severity", "description",
               "new_values", "performed_by", "performed_by_role", "source_system",
@@ -206,7 +207,8 @@ class Generator:
             updated = max(c, kyc_at, seen, changed)
             yield (f"{uid}\t{did}\t{ts(c)}\t{ts.opt(seen)}\t{email}\t{phone}\t"
                    f"{'t' if kyc_at else 'f'}\t{ts.opt(kyc_at)}\t{status}\t"
-                   f'{{"signup_channel":"{r.choice(("ios", "android", "web"))}"}}\t{ts(updated)}\n')
+                   f'{{"signup_channel":"{r.choice(("ios", "android", "web"))}"}}\t{ts(updated)}\t'
+                   f"{self.hashes[i]}\n")
 
     # --- credentials ------------------------------------------------------------------------
     def credentials(self) -> Iterator[str]:
@@ -260,7 +262,7 @@ class Generator:
                    f"{'did:web:ops.finpass.example' if revoked else NULL}\t"
                    f"{hashlib.sha256(jwt.encode()).hexdigest()}\t{r.getrandbits(64):016x}\t"
                    f"{did}\t{iss}#key-1\tJsonWebSignature2020\t{ts(issued)}\tassertionMethod\t"
-                   f"{ts(issued)}\t{ts(changed)}\n")
+                   f"{ts(issued)}\t{ts(changed)}\t{self.hashes[u]}\t{self.hashes[u]}\n")
 
     def credential_status(self) -> Iterator[str]:
         yield from self.status_rows
@@ -329,7 +331,8 @@ class Generator:
                    f"{('txn_' + pid.replace('-', '')) if auth else NULL}\tord-{k:08d}\t"
                    f"{fee:.2f}\t0.00\t{amount + fee:.2f}\t{ts.opt(auth)}\t{ts.opt(capt)}\t"
                    f"{ts.opt(failed)}\t{ts.opt(refunded)}\t{fail_reason}\t{refund_reason}\t"
-                   f"{ts(t)}\t{ts(updated)}\t{ts.opt(capt)}\n")
+                   f"{ts(t)}\t{ts(updated)}\t{ts.opt(capt)}\t{self.hashes[u]}\t"
+                   f"{pseudonym(self.key, payee)}\n")
 
     # --- audit ------------------------------------------------------------------------------
     def _noise(self, day: int, n: int) -> list[tuple[float, int, int]]:

@@ -47,7 +47,9 @@ def uid(n: int, kind: int = 0) -> UUID:
 U1, U2, U3, U4, U5 = (uid(n, 1) for n in range(1, 6))
 C = {n: uid(n, 2) for n in range(1, 8)}
 P = {n: uid(n, 3) for n in range(1, 10)}
-H1, H2 = "a" * 64, "b" * 64
+H1, H2, H3, H4, H5 = (c * 64 for c in "abcde")  # the users' pseudonyms (U1..U5)
+HASH = {U1: H1, U2: H2, U3: H3, U4: H4, U5: H5}
+SHOP = "f" * 64  # the payee's pseudonym
 
 USERS = [  # id, did, created_at, last_seen, email, phone, kyc_verified, kyc_verified_at, status
     (U1, "did:example:alice", ago(100), ago(1), "Alice@Example.COM", "+49 151 1234567", True,
@@ -120,18 +122,20 @@ async def _seed(conn: Any) -> None:
         await conn.execute("SELECT audit_ensure_partitions(0, $1, now())", ago(1000))
     await conn.executemany(
         "INSERT INTO users (id, did, created_at, last_seen, email, phone, kyc_verified,"
-        " kyc_verified_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", USERS)
+        " kyc_verified_at, status, user_id_hash)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", [(*u, HASH[u[0]]) for u in USERS])
     await conn.executemany(
         "INSERT INTO credentials (id, user_id, issuer_id, credential_type, credential_jwt,"
-        " issued_at, expires_at, status)"
-        " VALUES ($1, $2, $3, $4, 'secret.jwt.' || $1::uuid::text, $5, $6, $7)",
-        CREDENTIALS)
+        " issued_at, expires_at, status, user_id_hash)"
+        " VALUES ($1, $2, $3, $4, 'secret.jwt.' || $1::uuid::text, $5, $6, $7, $8)",
+        [(*c, HASH[c[1]]) for c in CREDENTIALS])
     await conn.executemany(
         "INSERT INTO payments (id, payer_did, payee_did, amount, currency, fee_amount,"
-        " tax_amount, total_amount, status, created_at, authorized_at, captured_at, failed_at)"
+        " tax_amount, total_amount, status, created_at, authorized_at, captured_at, failed_at,"
+        " payer_id_hash, payee_id_hash)"
         " VALUES ($1, 'did:example:alice', 'did:web:shop', $2::numeric, $3, $4::numeric, 0,"
         " $2::numeric + COALESCE($4::numeric, 0),"
-        " $5, $6, $7, $8, $9)", PAYMENTS)
+        " $5, $6, $7, $8, $9, $10, $11)", [(*p, H1, SHOP) for p in PAYMENTS])
     await conn.executemany(
         "INSERT INTO audit_events (event_type, user_id_hash, ip_address, resource_type,"
         " resource_id, action, outcome, severity, correlation_id, created_at, occurred_at)"
@@ -163,6 +167,21 @@ async def reporter(seeded_db: str) -> AsyncIterator[Any]:
     await conn.close()
 
 
+@pytest.fixture(scope="module")
+async def ip_hash(seeded_db: str) -> Any:
+    """The analyst's digest of an IP address, under this database's opaque key (V15)."""
+    conn = await asyncpg.connect(seeded_db)
+    try:
+        key: bytes = await conn.fetchval("SELECT key FROM analyst_opaque_key")
+    finally:
+        await conn.close()
+
+    def digest(ip: str) -> str:
+        inner = hashlib.sha256(key + b"ip:" + ip.encode()).digest()
+        return hashlib.sha256(key + inner).hexdigest()
+    return digest
+
+
 async def run(conn: Any, name: str, **options: str) -> list[tuple[Any, ...]]:
     report = BY_NAME[name]
     _, rows = await fetch(conn, report, resolve(report, dict(options), datetime.now(UTC)))
@@ -174,39 +193,32 @@ async def run(conn: Any, name: str, **options: str) -> list[tuple[Any, ...]]:
 async def test_users_kyc_verified_lists_the_window_oldest_first(reporter: Any) -> None:
     """Only users verified inside [from, to), in verification order, with their columns."""
     assert await run(reporter, "users-kyc-verified") == [
-        (U4, "did:example:dave", "TERMINATED", ago(10), ago(20), ago(2)),
-        (U1, "did:example:alice", "ACTIVE", ago(5), ago(100), ago(1)),
+        (H4, "TERMINATED", ago(10), ago(20), ago(2)),
+        (H1, "ACTIVE", ago(5), ago(100), ago(1)),
     ]
     rows = await run(reporter, "users-kyc-verified", **{"from": "-60d", "to": "-7d"})
-    assert [r[0] for r in rows] == [U3, U4]
+    assert [r[0] for r in rows] == [H3, H4]
 
 
 async def test_users_inactive_counts_never_seen_users_from_registration(reporter: Any) -> None:
     """Inactive = last_seen (else created_at) before --since, longest inactive first."""
     assert await run(reporter, "users-inactive") == [
-        (U2, "did:example:bob", "ACTIVE", ago(120), ago(120), ago(200), False),
-        (U5, "did:example:erin", "ACTIVE", ago(91), ago(91), ago(95), False),
+        (H2, "ACTIVE", ago(120), ago(120), ago(200), False),
+        (H5, "ACTIVE", ago(91), ago(91), ago(95), False),
     ]
     assert [r[0] for r in await run(reporter, "users-inactive", since="-30d",
-                                    status="SUSPENDED")] == [U3]
+                                    status="SUSPENDED")] == [H3]
 
 
-async def test_users_search_matches_did_prefix_and_exact_contact_fields(reporter: Any) -> None:
-    """DID exact/prefix, email (any case) and phone (any punctuation) exact; no contact data."""
-    prefix = await run(reporter, "users-search", query="did:example:")
-    assert [(r[1], r[6], r[7]) for r in prefix] == [
-        (f"did:example:{n}", "did", False) for n in ("alice", "bob", "carol", "dave", "erin")]
-    assert await run(reporter, "users-search", query="did:example:alice") == [
-        (U1, "did:example:alice", "ACTIVE", True, ago(100), ago(1), "did", True)]
-    assert [(r[0], r[6]) for r in await run(reporter, "users-search",
-                                            query=" alice@EXAMPLE.com ")] == [(U1, "email")]
-    assert [(r[0], r[6]) for r in await run(reporter, "users-search",
-                                            query="+491511234567")] == [(U1, "phone")]
-    assert [(r[0], r[6]) for r in await run(reporter, "users-search",
-                                            query="+1 555 0109999")] == [(U4, "phone")]
-    # An email prefix would let a caller who cannot read emails enumerate them.
-    assert await run(reporter, "users-search", query="alice@") == []
-    assert await run(reporter, "users-search", query="di") == []
+async def test_users_search_by_pseudonym_only(reporter: Any) -> None:
+    """A whole pseudonym (exact) or a prefix of >= 8 hex digits; never a DID, email or phone."""
+    assert await run(reporter, "users-search", query=H1) == [
+        (H1, "ACTIVE", True, ago(100), ago(1), True)]
+    assert [(r[0], r[5]) for r in await run(reporter, "users-search",
+                                            query="BBBBBBBB")] == [(H2, False)]
+    for query in ("did:example:alice", "did:example:", "alice@example.com", "+491511234567",
+                  "aaaa"):
+        assert await run(reporter, "users-search", query=query) == [], query
 
 
 async def test_users_stats_per_status_and_in_total(reporter: Any) -> None:
@@ -224,9 +236,9 @@ async def test_users_stats_per_status_and_in_total(reporter: Any) -> None:
 async def test_credentials_expired_by_date_or_status(reporter: Any) -> None:
     """Past expires_at whatever the status, or EXPIRED without a date; latest first."""
     assert await run(reporter, "credentials-expired") == [
-        (C[4], U4, "did:web:iss-b", "ADDRESS", "VALID", ago(30), ago(1)),
-        (C[1], U1, "did:web:iss-a", "KYC", "EXPIRED", ago(400), ago(35)),
-        (C[5], U2, "did:web:iss-a", "KYC", "EXPIRED", ago(10), None),
+        (C[4], H4, "did:web:iss-b", "ADDRESS", "VALID", ago(30), ago(1)),
+        (C[1], H1, "did:web:iss-a", "KYC", "EXPIRED", ago(400), ago(35)),
+        (C[5], H2, "did:web:iss-a", "KYC", "EXPIRED", ago(10), None),
     ]
     assert [r[0] for r in await run(reporter, "credentials-expired", limit="2")] == [C[4], C[1]]
 
@@ -234,8 +246,8 @@ async def test_credentials_expired_by_date_or_status(reporter: Any) -> None:
 async def test_credentials_expiring_within_days(reporter: Any) -> None:
     """VALID credentials whose expiry falls in the next --days, soonest first."""
     assert await run(reporter, "credentials-expiring") == [
-        (C[7], U2, "did:web:iss-c", "AGE", ago(400), ago(-5)),
-        (C[2], U1, "did:web:iss-a", "AGE", ago(100), ago(-10)),
+        (C[7], H2, "did:web:iss-c", "AGE", ago(400), ago(-5)),
+        (C[2], H1, "did:web:iss-a", "AGE", ago(100), ago(-10)),
     ]
     assert [r[0] for r in await run(reporter, "credentials-expiring", days="7")] == [C[7]]
 
@@ -320,11 +332,13 @@ async def test_payments_high_value_over_threshold(reporter: Any) -> None:
 
 # --- audit ---------------------------------------------------------------------------------
 
-async def test_audit_suspicious_failures_rejections_and_ip_bursts(reporter: Any) -> None:
-    """>= 5 failed logins for one user, REJECTED outcomes, >= 30 events from one IP in a minute."""
+async def test_audit_suspicious_failures_rejections_and_ip_bursts(reporter: Any, ip_hash: Any
+                                                                 ) -> None:
+    """>= 5 failed logins for one user, REJECTED outcomes, >= 30 events from one IP in a minute
+    (the IP as its opaque digest)."""
     burst = [BURST_START + timedelta(seconds=i / 2) for i in range(35)]
     assert await run(reporter, "audit-suspicious") == [
-        ("IP_BURST", "198.51.100.7", 35, 0, burst[0], burst[-1]),
+        ("IP_BURST", ip_hash("198.51.100.7"), 35, 0, burst[0], burst[-1]),
         ("LOGIN_FAILURES", H2, 6, 1, ago(hours=2), ago(hours=2, minutes=-5)),
         ("REJECTED", H1, 1, 1, ago(hours=1), ago(hours=1)),
     ]
@@ -365,7 +379,8 @@ async def test_audit_compliance_is_exact_with_or_without_the_rollup(seeded_db: s
         await admin.close()
 
 
-async def test_audit_suspicious_bursts_agree_live_and_from_the_rollup(seeded_db: str) -> None:
+async def test_audit_suspicious_bursts_agree_live_and_from_the_rollup(seeded_db: str,
+                                                                     ip_hash: Any) -> None:
     """IP bursts over whole days from analyst.ip_bursts equal the live answer; below its floor
     (10 per minute) the report counts live."""
     windows = [{"from": "-7d"}, {"from": "-7d", "burst_per_minute": "12"},
@@ -377,15 +392,16 @@ async def test_audit_suspicious_bursts_agree_live_and_from_the_rollup(seeded_db:
         await admin.execute("DELETE FROM analyst.rollup_state")  # no coverage: all live
         live = [await run(conn, "audit-suspicious", **w) for w in windows]
         await admin.fetch("SELECT * FROM analyst.refresh_rollups(true)")
-        assert await admin.fetchval("SELECT events FROM analyst.ip_bursts"
-                                    " WHERE ip_address = '198.51.100.8'") == 12
+        assert await admin.fetchval("SELECT events FROM analyst.ip_bursts WHERE ip_hash = $1",
+                                    ip_hash("198.51.100.8")) == 12
         assert [await run(conn, "audit-suspicious", **w) for w in windows] == live
     finally:
         await conn.close()
         await admin.close()
-    old = ("IP_BURST", "198.51.100.8", 12, 12, OLD_BURST, OLD_BURST + timedelta(seconds=22))
+    old = ("IP_BURST", ip_hash("198.51.100.8"), 12, 12, OLD_BURST,
+           OLD_BURST + timedelta(seconds=22))
     assert old not in live[0] and old in live[1] and old in live[2]
-    assert ("IP_BURST", "198.51.100.8", 8, 8, OLD_BURST + timedelta(seconds=8),
+    assert ("IP_BURST", ip_hash("198.51.100.8"), 8, 8, OLD_BURST + timedelta(seconds=8),
             OLD_BURST + timedelta(seconds=22)) in live[3]  # a window starting mid-minute
 
 
@@ -400,17 +416,21 @@ async def test_audit_user_timeline_in_recording_order(reporter: Any) -> None:
 
 
 async def test_audit_correlation_trail_joins_the_rows_it_touched(reporter: Any) -> None:
-    """Payment, credential and user rows by resource id; sessions and bad ids join nothing."""
+    """Payment and credential rows by resource id, the user by pseudonym; sessions and bad ids
+    join nothing; no DID anywhere."""
     rows = await run(reporter, "audit-correlation-trail", correlation_id="chk-1")
-    assert [(r[2], r[7], r[9], r[10], r[11], r[12], r[13], r[15]) for r in rows] == [
-        ("PAYMENT_INITIATED", "PAYMENT", True, "CAPTURED", D("100.00"), "EUR", None, None),
-        ("PAYMENT_AUTHORIZED", "PAYMENT", True, "CAPTURED", D("100.00"), "EUR", None, None),
-        ("USER_SEEN", "USER", True, "ACTIVE", None, None, None, "did:example:alice"),
-        ("CREDENTIAL_ISSUED", "CREDENTIAL", True, "VALID", None, None, "AGE", None),
-        ("AUTH_LOGIN_SUCCEEDED", "SESSION", False, None, None, None, None, None),
-        ("PAYMENT_CAPTURED", "PAYMENT", True, "CAPTURED", D("100.00"), "EUR", None, None),
-        ("PAYMENT_CAPTURED", "PAYMENT", False, None, None, None, None, None),
+    assert [(r[2], r[7], r[9], r[10], r[11], r[12], r[13]) for r in rows] == [
+        ("PAYMENT_INITIATED", "PAYMENT", True, "CAPTURED", D("100.00"), "EUR", None),
+        ("PAYMENT_AUTHORIZED", "PAYMENT", True, "CAPTURED", D("100.00"), "EUR", None),
+        ("USER_SEEN", "USER", True, "ACTIVE", None, None, None),
+        ("CREDENTIAL_ISSUED", "CREDENTIAL", True, "VALID", None, None, "AGE"),
+        ("AUTH_LOGIN_SUCCEEDED", "SESSION", False, None, None, None, None),
+        ("PAYMENT_CAPTURED", "PAYMENT", True, "CAPTURED", D("100.00"), "EUR", None),
+        ("PAYMENT_CAPTURED", "PAYMENT", False, None, None, None, None),
     ]
+    assert {r[6] for r in rows} == {H1}
+    assert rows[2][8] == H1  # a USER resource is named by its pseudonym, not users.id
+    assert all(len(r) == 15 for r in rows)  # no did column any more
     assert await run(reporter, "audit-correlation-trail", correlation_id="nope") == []
 
 
@@ -422,21 +442,29 @@ async def _as_analyst(dsn: str) -> Any:
     return conn
 
 
-async def test_analyst_role_cannot_read_contact_data_or_jwts(seeded_db: str) -> None:
-    """email, phone, credential_jwt (and SELECT *) are refused; other columns and views are not."""
+async def test_analyst_role_reads_only_the_pseudonymous_views(seeded_db: str) -> None:
+    """Every base table is refused (V15); the analyst views hold the rows, by pseudonym."""
     conn = await _as_analyst(seeded_db)
     try:
-        for sql in ("SELECT email FROM users", "SELECT phone FROM users", "SELECT * FROM users",
-                    "SELECT credential_jwt FROM credentials",
+        for sql in ("SELECT email FROM users", "SELECT did FROM users", "SELECT id FROM users",
+                    "SELECT credential_jwt FROM credentials", "SELECT id FROM credentials",
+                    "SELECT status FROM credential_status", "SELECT amount FROM payments",
+                    "SELECT event_type FROM audit_events", "SELECT key FROM analyst_opaque_key",
                     "SELECT raw_value FROM dead_letter_events"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
                 await conn.fetch(sql)
         assert await conn.fetchval("SELECT count(*) FROM analyst.users") == 5
         assert await conn.fetchval("SELECT count(*) FROM analyst.users WHERE has_email") == 2
         assert await conn.fetchval("SELECT count(*) FROM analyst.credentials") == 7
-        assert await conn.fetchval("SELECT count(did) FROM users") == 5
-        assert await conn.fetchval("SELECT count(*) FROM audit_events") == len(AUDIT)
-        assert await conn.fetchval("SELECT sum(amount) FROM payments") > 0
+        assert await conn.fetchval("SELECT count(*) FROM analyst.audit_events") == len(AUDIT)
+        assert await conn.fetchval("SELECT sum(amount) FROM analyst.payments") > 0
+        # Joins across users, payments and audit work by pseudonym.
+        assert await conn.fetchval(
+            "SELECT count(*) FROM analyst.payments p JOIN analyst.users u"
+            " ON u.user_id_hash = p.payer_id_hash") == len(PAYMENTS)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM analyst.audit_events a JOIN analyst.users u"
+            " USING (user_id_hash)") == len([a for a in AUDIT if a[1] in (H1, H2)])
     finally:
         await conn.close()
 
@@ -445,13 +473,13 @@ async def test_analyst_role_runs_every_report_but_writes_nothing(seeded_db: str)
     """Every report works as finpass_analyst; INSERT/UPDATE/DELETE/TRUNCATE/CREATE are refused."""
     conn = await _as_analyst(seeded_db)
     try:
-        samples = {"query": "did:example:alice", "user_hash": H1, "correlation_id": "chk-1"}
+        samples = {"query": H1, "user_hash": H1, "correlation_id": "chk-1"}
         for report in REPORTS:
             given = {p.name: samples[p.name] for p in report.params if p.required}
             args = resolve(report, dict(given), datetime.now(UTC))
             await conn.fetch(report.sql, *args)
-        search = await conn.fetch("SELECT * FROM analyst.search_users('alice@example.com')")
-        assert [r["user_id"] for r in search] == [U1] and "email" not in search[0].keys()
+        search = await conn.fetch("SELECT * FROM analyst.search_users($1)", H1)
+        assert [r["user_id_hash"] for r in search] == [H1]
         tables = await conn.fetch(
             "SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind::text AS kind,"
             " (SELECT attname FROM pg_attribute WHERE attrelid = c.oid AND attnum = 1) AS col"
@@ -491,7 +519,7 @@ def test_cli_csv_is_the_default_when_piped(seeded_db: str, capsys: pytest.Captur
     code, out, _ = report_cli(capsys, monkeypatch, seeded_db,
                               "credentials-expired", "--format", "csv")
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[1] == [str(C[4]), str(U4), "did:web:iss-b", "ADDRESS", "VALID",
+    assert rows[1] == [str(C[4]), H4, "did:web:iss-b", "ADDRESS", "VALID",
                        ago(30).isoformat(), ago(1).isoformat()]
     assert rows[3][-1] == ""  # NULL
 
@@ -578,6 +606,28 @@ async def test_v10_then_u10_leaves_the_schema_and_privileges_as_before(fresh_db:
                                    " 'finpass_analyst'") == 1
         assert not await conn.fetchval(
             "SELECT has_any_column_privilege('finpass_analyst', 'users', 'SELECT')")
+    finally:
+        await conn.close()
+
+
+async def test_v15_then_u15_leaves_the_schema_and_privileges_as_before(fresh_db: str) -> None:
+    """U15 restores V10/V12's analyst surface exactly: objects, indexes, functions (with their
+    result types) and effective privileges, the analyst's column grants included."""
+    await migrate(fresh_db, target=14)
+    before = await _catalog(fresh_db)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        results = "SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid) FROM pg_proc p"\
+                  " WHERE p.pronamespace = 'analyst'::regnamespace ORDER BY 1"
+        results_before = await conn.fetch(results)
+        await migrate(fresh_db, target=15)
+        during = await _catalog(fresh_db)
+        assert ("users", "did", "finpass_analyst", "SELECT") not in during["column_acl"]
+        assert not await conn.fetchval(
+            "SELECT has_any_column_privilege('finpass_analyst', 'users', 'SELECT')")
+        assert await rollback(fresh_db, to=14) == [15]
+        assert await _catalog(fresh_db) == before
+        assert await conn.fetch(results) == results_before
     finally:
         await conn.close()
 

@@ -169,3 +169,37 @@ def test_a_session_id_sent_in_data_is_used_only_when_it_is_text() -> None:
     assert [a.outcome for a in state.audit] == ["SUCCESS", "SUCCESS", "SUCCESS"]
     assert [a.session_id for a in state.audit[1:]] == ["s-data", "s-actor"]
     assert json.loads(state.audit[2].details or "{}")["extra"] == {"session_id": 5}
+
+
+def test_domain_rows_carry_the_audit_rows_pseudonyms_from_one_hmac() -> None:
+    """users/credentials/payments get the same pseudonym as the audit row's user_id_hash (V15),
+    and each DID's HMAC is computed once for both (issue #12 counts µs per event)."""
+    calls: list[str] = []
+    pz = Pseudonymizer(b"unit-key", "k9")
+    real = pz._hash
+
+    def counted(did: str) -> str:
+        calls.append(did)
+        return real(did)
+    pz.hash = counted  # type: ignore[assignment]  # count every pseudonym asked for
+    cid, pid = uuid.uuid4(), uuid.uuid4()
+    events: list[EventBase] = [registered("did:example:a"), registered("did:example:b"),
+                               issued(cid, "did:example:a", subject_did="did:example:a"),
+                               initiated(pid, payer="did:example:a", payee_did="did:example:b")]
+    state = BatchState()
+    applier = Applier(pz)
+    for offset, e in enumerate(events):
+        applier.apply(state, Incoming(upcast(e), "t.x", 0, offset, b""))
+    a, b = (hmac.new(b"unit-key", d.encode(), hashlib.sha256).hexdigest()
+            for d in ("did:example:a", "did:example:b"))
+    user_a, user_b = state.users["did:example:a"], state.users["did:example:b"]
+    assert user_a is not None and user_b is not None
+    assert (user_a.user_id_hash, user_b.user_id_hash) == (a, b)
+    cred, pay = state.credentials[str(cid)], state.payments[str(pid)]
+    assert cred is not None and (cred.user_id_hash, cred.subject_id_hash) == (a, a)
+    assert pay is not None and (pay.payer_id_hash, pay.payee_id_hash) == (a, b)
+    assert [r.user_id_hash for r in state.audit] == [a, b, a, a]
+    assert json.loads(state.audit[3].details or "{}")["payee"] == b
+    # a: registered, issued (holder; the subject is the holder: reused), initiated (payer);
+    # b: registered, initiated (payee). The audit rows reuse them (actors are pseudonymised too).
+    assert (calls.count("did:example:a"), calls.count("did:example:b")) == (3, 2)
