@@ -17,6 +17,12 @@ row retention dropped) or at seq 1 with 64 zeros, and reports the FIRST of:
 
 `--since T` walks only the rows of each chain from its first row created at or after T, linking
 the first one to the stored hash of its predecessor.
+
+Hash versions (V14): a version-2 row hashes `pii_digest` instead of its personal values, and
+its personal values must match the digest under its salt; an erased row (salt NULL) must have
+every personal value NULL and its digest is taken as stored. An erased version-1 row cannot be
+recomputed: its links are checked, its content is proved by its Merkle leaf (tree_verify).
+On a V14+ schema `verify` also checks the Merkle tree (`tree_verify.verify_tree`).
 """
 
 from __future__ import annotations
@@ -30,10 +36,26 @@ from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.audit.chain import CANONICAL_COLUMNS, ZERO_HASH, canonical, row_hash
+from finpass_pipeline.audit.chain import (
+    CANONICAL_COLUMNS,
+    CANONICAL_COLUMNS_V2,
+    ZERO_HASH,
+    canonical,
+    personal_ok,
+    row_hash,
+)
+from finpass_pipeline.audit.record import PERSONAL_COLUMNS
+from finpass_pipeline.audit.tree_verify import TreeBreak, TreeReport, verify_tree
 
 _ID, _SEQ, _HASH = 0, CANONICAL_COLUMNS.index("chain_seq"), len(CANONICAL_COLUMNS)
-_SELECT = f"SELECT {', '.join(CANONICAL_COLUMNS)}, row_hash FROM audit_events"
+_VER, _SALT, _PII = _HASH + 1, _HASH + 2, _HASH + 3
+_PERSONAL = [CANONICAL_COLUMNS.index(c) for c in PERSONAL_COLUMNS]
+_V2 = [CANONICAL_COLUMNS.index(c) for c in CANONICAL_COLUMNS_V2 if c != "pii_digest"]
+_SEQ_V2 = CANONICAL_COLUMNS_V2.index("chain_seq")
+_SELECT = (f"SELECT {', '.join(CANONICAL_COLUMNS)}, row_hash, hash_version, pii_salt, pii_digest "
+           "FROM audit_events")
+_SELECT_V13 = (f"SELECT {', '.join(CANONICAL_COLUMNS)}, row_hash, 1 AS hash_version, "
+               "NULL::bytea AS pii_salt, NULL::bytea AS pii_digest FROM audit_events")
 FETCH_ROWS = 2_000
 
 
@@ -63,7 +85,9 @@ class Report:
     unchained: int = 0
     checkpoint_entries: int = 0
     seconds: float = 0.0
-    breaks: list[Break] = field(default_factory=list)
+    breaks: list[Break | TreeBreak] = field(default_factory=list)
+    tree: TreeReport | None = None
+    """The Merkle tree's check (V14+ schemas; None before)."""
 
     @property
     def intact(self) -> bool:
@@ -74,8 +98,9 @@ class Report:
             if self.checkpoint_entries else ""
         unchained = f"; {self.unchained} unchained row(s) (written with chaining off or " \
             "before V4) are not covered" if self.unchained else ""
+        tree = f"; {self.tree.summary()}" if self.tree is not None else ""
         return (f"audit log intact: {self.chains} chain(s), {self.rows} row(s) verified"
-                f"{note} in {self.seconds:.2f}s{unchained}")
+                f"{note} in {self.seconds:.2f}s{unchained}{tree}")
 
 
 @dataclass(frozen=True)
@@ -85,9 +110,20 @@ class Head:
 
 
 def _matches(row: Sequence[Any], prev: str, seq: int | None = None) -> bool:
-    values = list(row[:_HASH])
-    if seq is not None:
-        values[_SEQ] = seq
+    salt, digest = row[_SALT], row[_PII]
+    if not personal_ok(salt, digest, [row[i] for i in _PERSONAL]):
+        return False
+    if row[_VER] == 2:
+        values = [row[i] for i in _V2]
+        values.append(digest.hex())
+        if seq is not None:
+            values[_SEQ_V2] = seq
+    elif salt is None and digest is not None:
+        return True  # an erased v1 row: only its leaf proves its content (docs/audit.md §6)
+    else:
+        values = list(row[:_HASH])
+        if seq is not None:
+            values[_SEQ] = seq
     return bool(row_hash(prev, canonical(values)) == row[_HASH])
 
 
@@ -196,8 +232,11 @@ async def _chains(conn: asyncpg.Connection) -> list[str]:
 
 
 async def verify(conn: asyncpg.Connection, since: datetime | None = None,
-                 checkpoint: dict[str, Head] | None = None) -> Report:
-    """Walk every chain (or its part since `since`); `checkpoint` = signed heads to re-check."""
+                 checkpoint: dict[str, Head] | None = None, vkey: str | None = None,
+                 tree: bool = True) -> Report:
+    """Walk every chain (or its part since `since`); `checkpoint` = signed heads to re-check;
+    then (V14+, `tree`) the Merkle tree against the recorded checkpoints, whose signatures are
+    checked under `vkey` when given."""
     started = time.perf_counter()
     report = Report()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -206,21 +245,29 @@ async def verify(conn: asyncpg.Connection, since: datetime | None = None,
         anchors = {r["chain_id"]: Head(r["chain_seq"], r["row_hash"]) for r in await conn.fetch(
             "SELECT DISTINCT ON (chain_id) chain_id, chain_seq, row_hash "
             "FROM audit_retention_anchors ORDER BY chain_id, chain_seq DESC")}
+        v14 = bool(await conn.fetchval("SELECT to_regclass('audit_tree_leaves') IS NOT NULL"))
+        select = _SELECT if v14 else _SELECT_V13
         starts: dict[str, int] = {}
         if since is not None:
             starts = {r["chain_id"]: r["s"] for r in await conn.fetch(
                 "SELECT chain_id, min(chain_seq) AS s FROM audit_events "
                 "WHERE created_at >= $1 AND chain_id IS NOT NULL GROUP BY chain_id", since)}
+        chain_breaks: list[Break] = []
         for chain_id in await _chains(conn):
             report.chains += 1
-            walk = await _walk(conn, chain_id, heads.get(chain_id), anchors.get(chain_id),
-                               starts, since is not None)
+            walk = await _walk(conn, select, chain_id, heads.get(chain_id),
+                               anchors.get(chain_id), starts, since is not None)
             report.rows += walk.rows
             if walk.found is not None:
-                report.breaks.append(walk.found)
+                chain_breaks.append(walk.found)
         if checkpoint:
             report.checkpoint_entries = await _check_checkpoint(
-                conn, checkpoint, anchors, {b.chain_id for b in report.breaks}, report.breaks)
+                conn, checkpoint, anchors, {b.chain_id for b in chain_breaks}, chain_breaks)
+        report.breaks.extend(chain_breaks)
+        if v14 and tree:
+            report.tree = await verify_tree(conn, vkey)
+            if report.tree.found is not None:
+                report.breaks.append(report.tree.found)
         report.unchained = int(await conn.fetchval(
             "SELECT count(*) FROM audit_events WHERE chain_id IS NULL "
             "AND ($1::timestamptz IS NULL OR created_at >= $1)", since))
@@ -228,7 +275,7 @@ async def verify(conn: asyncpg.Connection, since: datetime | None = None,
     return report
 
 
-async def _walk(conn: asyncpg.Connection, chain_id: str, head: Head | None,
+async def _walk(conn: asyncpg.Connection, select: str, chain_id: str, head: Head | None,
                 anchor: Head | None, starts: dict[str, int], partial: bool) -> _Walk:
     base_seq, base_hash = (anchor.seq, anchor.hash) if anchor else (0, ZERO_HASH)
     first, prev = base_seq + 1, base_hash
@@ -246,7 +293,7 @@ async def _walk(conn: asyncpg.Connection, chain_id: str, head: Head | None,
                 return walk
             prev = before
     walk = _Walk(chain_id, first, prev, head)
-    query = f"{_SELECT} WHERE chain_id = $1 AND chain_seq >= $2 ORDER BY chain_seq, id"
+    query = f"{select} WHERE chain_id = $1 AND chain_seq >= $2 ORDER BY chain_seq, id"
     async for row in conn.cursor(query, chain_id, first if partial else 0,
                                  prefetch=FETCH_ROWS):
         walk.feed(row)
