@@ -18,10 +18,12 @@ canonical encoding (chain.py); `pii_digest` as 64 lowercase hex characters. docs
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from finpass_pipeline.audit.chain import canonical
+from finpass_pipeline.audit.chain import _encode, ts_text
 
 LEAF_ENCODING = "finpass-leaf-v1"
 
@@ -47,7 +49,10 @@ Getter = Callable[[int, int], bytes]
 
 def leaf_bytes(values: Sequence[Any]) -> bytes:
     """The leaf of a row, from its `LEAF_COLUMNS` values as SELECTed (bytes -> hex)."""
-    return canonical([LEAF_ENCODING, *(v.hex() if isinstance(v, bytes) else v for v in values)])
+    return _encode([LEAF_ENCODING, *(
+        v if v is None or type(v) is str or type(v) is int  # exact types first: fast
+        else v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, uuid.UUID)
+        else ts_text(v) if isinstance(v, datetime) else v for v in values)]).encode()
 
 
 def leaf_hash(leaf: bytes) -> bytes:
