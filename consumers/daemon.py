@@ -40,6 +40,7 @@ from consumers.store import Store
 from finpass_pipeline.audit.chain import PARTITIONS_AHEAD, AuditWriter
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.audit.sealer import run_sealer
+from finpass_pipeline.audit.sealer_process import SealerConfig, sealer_process
 from finpass_pipeline.db import checked_out, create_pool, describe, retry_transient, schema_ready
 from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics, ensure_topics
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
@@ -129,16 +130,22 @@ class ConsumerDaemon:
 
     async def _start_sealer(self, resources: AsyncExitStack, pool: asyncpg.Pool,
                             stop: asyncio.Event) -> None:
-        """The Merkle sealer as a background task (V14+ schema, FINPASS_AUDIT_SEALER): ingest
-        never waits on it; it stops with the daemon."""
+        """The Merkle sealer beside the consumer (V14+ schema, FINPASS_AUDIT_SEALER): a child
+        process by default, or a task; ingest never waits on it; it stops with the daemon."""
         s = self.settings
-        if not s.audit_sealer or not await pool.fetchval(
+        if s.audit_sealer == "off" or not await pool.fetchval(
                 "SELECT to_regclass('audit_tree_leaves') IS NOT NULL"):
             return
-        signer = s.signer() if s.audit_checkpoint_every_s else None
+        signer = s.signer() if s.audit_checkpoint_every_s else None  # bad key: exit 2 now
         if signer is not None and signer.dev:
             log.warning("audit_dev_signing_key",
                         note="scheduled checkpoints are signed with the dev key (dev mode)")
+        if s.audit_sealer == "process":
+            await resources.enter_async_context(sealer_process(SealerConfig(
+                s.database_url, s.database_role, s.audit_seal_every_s,
+                s.audit_checkpoint_every_s, s.audit_origin, s.audit_signing_key, s.dev_mode,
+                s.log_format, s.log_level)))
+            return
         task = asyncio.create_task(run_sealer(pool, stop, s.audit_seal_every_s, signer,
                                               s.audit_checkpoint_every_s))
 
@@ -148,7 +155,7 @@ class ConsumerDaemon:
                 await task
 
         resources.push_async_callback(_stop)
-        log.info("audit_sealer_started", every_s=s.audit_seal_every_s,
+        log.info("audit_sealer_started", mode="task", every_s=s.audit_seal_every_s,
                  checkpoint_every_s=s.audit_checkpoint_every_s)
 
     async def _consume(self, stop: asyncio.Event, consumer: AIOKafkaConsumer,

@@ -8,7 +8,7 @@ exiting 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -60,8 +60,10 @@ class Settings(BaseSettings):
     """PKCS#8 PEM Ed25519 private key that signs the tree's checkpoints (signed notes)."""
     audit_origin: str = Field(default="finpass-pipeline/audit", pattern=r"^[^\s+]{1,200}$")
     """The checkpoints' origin line, which is also the signing key's note name."""
-    audit_sealer: bool = True
-    """Run the Merkle sealer inside the consumer daemon (off: only `audit seal` seals)."""
+    audit_sealer: Literal["process", "task", "off"] = "process"
+    """How the consumer daemon runs the Merkle sealer: a child process (default: ingest keeps
+    its CPU), a task in its event loop, or not at all (`audit seal` then seals); true/false
+    mean process/off."""
     audit_seal_every_s: float = Field(default=1.0, gt=0, le=3600)
     """How often the daemon's sealer looks for committed rows to seal."""
     audit_checkpoint_every_s: float | None = Field(default=None, gt=0)
@@ -80,6 +82,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("audit_sealer", mode="before")
+    @classmethod
+    def _sealer_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "process" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return "process"
+        if isinstance(value, str) and value.lower() in ("false", "0", "no"):
+            return "off"
+        return value
 
     @field_validator("outbox_database_url", mode="before")
     @classmethod

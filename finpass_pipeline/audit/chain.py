@@ -109,7 +109,8 @@ def canonical(values: Sequence[Any]) -> bytes:
     Used by the verifier on rows read back from PostgreSQL (str, int, UUID, datetime, None).
     """
     return _encode([
-        str(v) if isinstance(v, uuid.UUID) else ts_text(v) if isinstance(v, datetime) else v
+        v if v is None or type(v) is str or type(v) is int  # exact types first: most values
+        else str(v) if isinstance(v, uuid.UUID) else ts_text(v) if isinstance(v, datetime) else v
         for v in values
     ]).encode()
 

@@ -265,7 +265,7 @@ async def verify(conn: asyncpg.Connection, since: datetime | None = None,
                 conn, checkpoint, anchors, {b.chain_id for b in chain_breaks}, chain_breaks)
         report.breaks.extend(chain_breaks)
         if v14 and tree:
-            report.tree = await verify_tree(conn, vkey)
+            report.tree = await verify_tree(conn, vkey, chains_checked=since is None)
             if report.tree.found is not None:
                 report.breaks.append(report.tree.found)
         report.unchained = int(await conn.fetchval(

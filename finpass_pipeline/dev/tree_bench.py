@@ -173,7 +173,8 @@ async def ingest(settings: Settings, events: int, rounds: int, say: Callable[[st
                 s = settings.model_copy(update={
                     "database_url": dsn, "topic_prefix": bench.prefix,
                     "consumer_group": f"tbench-{bench.stamp}-{name}", "http_port": 0,
-                    "audit_chain": True, "audit_sealer": sealing, "audit_seal_every_s": 0.5,
+                    "audit_chain": True, "audit_sealer": "process" if sealing else "off",
+                    "audit_seal_every_s": 0.5,
                     "audit_hash_key": SecretStr("bench-key")})
                 await migrate(dsn)
                 stop = asyncio.Event()

@@ -567,12 +567,14 @@ async def test_prove_sizes_must_be_recorded(db: str, settings: Settings) -> None
     assert code == 1 and len(out) == 1
 
 
+@pytest.mark.parametrize("mode", ["process", "task"])
 async def test_the_daemon_seals_in_the_background_and_checkpoints_on_schedule(
-        fresh_db: str, bootstrap: str, topic_prefix: str, key_file: Path) -> None:
-    """With the sealer on (default) and FINPASS_AUDIT_CHECKPOINT_EVERY_S, consumed events'
-    audit rows become leaves and a checkpoint of them is recorded, without `audit seal`."""
+        fresh_db: str, bootstrap: str, topic_prefix: str, key_file: Path, mode: str) -> None:
+    """With the sealer on (a child process by default, or a task) and
+    FINPASS_AUDIT_CHECKPOINT_EVERY_S, consumed events' audit rows become leaves and a
+    checkpoint of them is recorded, without `audit seal`."""
     s = make_settings(fresh_db, bootstrap, topic_prefix, audit_signing_key=key_file,
-                      audit_checkpoint_every_s=0.3, audit_seal_every_s=0.1)
+                      audit_checkpoint_every_s=0.3, audit_seal_every_s=0.1, audit_sealer=mode)
     await prepare(s)
     events = [registered(f"did:example:sealed{i}") for i in range(12)]
     await send_events(s, events)
