@@ -7,7 +7,8 @@
    consistency proofs between random pairs of checkpoints, each timed (p50, p95, max); and a
    full `audit verify` (chains and tree), in rows/s.
 2. Ingest, with the sealer off vs on (the same pre-produced demo events consumed by an
-   in-process daemon into a fresh database per run; `events` = 0 skips it), `rounds` pairs.
+   in-process daemon into a fresh database per run; `events` = 0 skips it), `rounds` pairs;
+   with it on, the rows not yet sealed when the last batch committed, and how long they wait.
 The issue's targets: proofs p95 <= 50 ms at 10M rows, verify >= 50k rows/s, no growing backlog,
 ingest with the sealer within 5 % of without.
 """
@@ -47,6 +48,8 @@ class TreeBenchResult:
     tree_nodes: int = 0
     off_eps: list[float] = field(default_factory=list)
     on_eps: list[float] = field(default_factory=list)
+    ingest_backlog: list[int] = field(default_factory=list)
+    ingest_drain_s: list[float] = field(default_factory=list)
 
 
 def _rows(n: int, start: int) -> list[AuditRow]:
@@ -186,12 +189,26 @@ async def ingest(settings: Settings, events: int, rounds: int, say: Callable[[st
                             raise RuntimeError(f"the consumer exited with {task.result()}")
 
                     eps, _ = await wait_committed(conn, events, check)
+                    if sealing:  # the backlog when ingest finished, and how long it lasts
+                        t0 = time.monotonic()
+                        backlog = await _backlog(conn)
+                        result.ingest_backlog.append(backlog)
+                        for _ in range(1200):  # polling the table, at most 60 s
+                            if not await _backlog(conn):
+                                break
+                            await asyncio.sleep(0.05)
+                        result.ingest_drain_s.append(time.monotonic() - t0)
                 finally:
                     stop.set()
                     await asyncio.wait_for(task, timeout=60)
                     await conn.close()
             (result.on_eps if sealing else result.off_eps).append(eps)
             say(f"  round {r + 1}: sealer {'on' if sealing else 'off':<3} {eps:>9,.0f} events/s")
+
+
+async def _backlog(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT (SELECT count(*) FROM audit_events) - "
+                                   "(SELECT tree_size FROM audit_tree_state)"))
 
 
 def render(r: TreeBenchResult) -> str:
@@ -216,6 +233,8 @@ def render(r: TreeBenchResult) -> str:
             f"ingest, sealer on          {on:>12,.0f} events/s (best of {len(r.on_eps)})",
             f"cost of the sealer         {(1 - on / off) * 100:>11.1f}%  (mean of runs: "
             f"{(1 - statistics.mean(r.on_eps) / statistics.mean(r.off_eps)) * 100:.1f}%)",
+            f"sealer backlog at the end  {max(r.ingest_backlog, default=0):>12,} rows max, "
+            f"sealed {max(r.ingest_drain_s, default=0):.2f}s after the last commit",
         ]
     return "\n".join(lines)
 
