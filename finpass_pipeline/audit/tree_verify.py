@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from finpass_pipeline.audit import sql_canonical
 from finpass_pipeline.audit.chain import personal_ok
 from finpass_pipeline.audit.merkle import LEAF_COLUMNS, Frontier, leaf_bytes, leaf_hash
 from finpass_pipeline.audit.note import NoteError, open_checkpoint
@@ -33,12 +34,19 @@ FETCH_LEAVES = 5_000
 _N = len(LEAF_COLUMNS)
 _P = len(PERSONAL_COLUMNS)
 _DIGEST, _CHAIN = LEAF_COLUMNS.index("pii_digest"), LEAF_COLUMNS.index("chain_id")
-_SELECT = (
-    "SELECT " + ", ".join(f"a.{c}" for c in (*LEAF_COLUMNS, *PERSONAL_COLUMNS, "pii_salt"))
-    + ", l.leaf_index, l.leaf_hash, l.row_id, l.created_at AS leaf_created, a.id IS NOT NULL "
-    "FROM audit_tree_leaves AS l LEFT JOIN audit_events AS a "
-    "ON a.id = l.row_id AND a.created_at = l.created_at ORDER BY l.leaf_index"
-)
+_FULL = ("SELECT " + ", ".join(f"a.{c}" for c in (*LEAF_COLUMNS, *PERSONAL_COLUMNS, "pii_salt"))
+         + " FROM audit_events AS a WHERE a.id = $1 AND a.created_at = $2")
+
+
+def _select(chains_checked: bool) -> str:
+    """Leaf order, with the server's verdict per row (sql_canonical): present, leaf matches."""
+    personal = "a.chain_id IS NOT NULL OR " if chains_checked else ""
+    return (
+        "SELECT l.leaf_index, l.leaf_hash, l.row_id, l.created_at, a.id IS NOT NULL AS present, "
+        f"a.id IS NOT NULL AND {sql_canonical.leaf_hash('a')} = l.leaf_hash "
+        f"AND ({personal}{sql_canonical.personal_ok('a')}) AS ok "
+        "FROM audit_tree_leaves AS l LEFT JOIN audit_events AS a "
+        "ON a.id = l.row_id AND a.created_at = l.created_at ORDER BY l.leaf_index")
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,19 @@ class TreeReport:
         dropped = f", {self.dropped} dropped by retention" if self.dropped else ""
         unsealed = f"; {self.unsealed} row(s) not sealed yet" if self.unsealed else ""
         return f"tree of {self.size} leaves intact{dropped}; {cp}{unsealed}"
+
+
+async def _row_matches(conn: asyncpg.Connection, row_id: Any, created_at: Any, stored: bytes,
+                       chains_checked: bool) -> bool:
+    r = await conn.fetchrow(_FULL, row_id, created_at)
+    if r is None:
+        return False
+    values = list(r[:_N])
+    salt, digest = r[_N + _P], values[_DIGEST]
+    if not (chains_checked and values[_CHAIN] is not None) \
+            and not personal_ok(salt, digest, list(r[_N:_N + _P])):
+        return False
+    return leaf_hash(leaf_bytes(values)) == stored
 
 
 async def verify_tree(conn: asyncpg.Connection, vkey: str | None,
@@ -119,28 +140,25 @@ async def verify_tree(conn: asyncpg.Connection, vkey: str | None,
         report.found = TreeBreak("checkpoint", None, None, "the checkpoint of size 0 is not "
                                  "the empty tree")
         return report
-    async for r in conn.cursor(_SELECT, prefetch=FETCH_LEAVES):
-        index, stored = r[_N + _P + 1], r[_N + _P + 2]
+    async for r in conn.cursor(_select(chains_checked), prefetch=FETCH_LEAVES):
+        index, stored = r[0], r[1]
         if index != frontier.size:
             kind = "inserted" if index < frontier.size else "deleted"
             report.found = TreeBreak(kind, frontier.size, None, f"leaf index {index} where "
                                      f"{frontier.size} was expected (tree tables altered)")
             return report
-        if not r[_N + _P + 5]:
-            if oldest is not None and r[_N + _P + 4] < oldest:
+        if not r[4]:
+            if oldest is not None and r[3] < oldest:
                 report.dropped += 1
             else:
-                report.found = TreeBreak("deleted", index, r[_N + _P + 3], "the row of this "
+                report.found = TreeBreak("deleted", index, r[2], "the row of this "
                                          "leaf is gone, and retention did not drop its month")
                 return report
         else:
-            values = list(r[:_N])
-            salt, digest = r[_N + _P], values[_DIGEST]
-            personal = list(r[_N:_N + _P])
-            if (not (chains_checked and values[_CHAIN] is not None)
-                    and not personal_ok(salt, digest, personal)) \
-                    or leaf_hash(leaf_bytes(values)) != stored:
-                report.found = TreeBreak("modified", index, r[0], "the row no longer matches "
+            # The server's verdict is a proof when true; when false (or a non-ASCII value the
+            # SQL encoding writes differently) the row is checked again here.
+            if not r[5] and not await _row_matches(conn, r[2], r[3], stored, chains_checked):
+                report.found = TreeBreak("modified", index, r[2], "the row no longer matches "
                                          "its leaf (changed after it was sealed)")
                 return report
             report.leaves += 1

@@ -614,3 +614,36 @@ async def test_cli_prints_only_the_note_or_json_and_notices_on_stderr(
     assert none.returncode == 2 and "FINPASS_AUDIT_SIGNING_KEY" in none.stderr
     bad = cli("audit", "prove", "--id", str(uuid.uuid4()), "--size", "7", env=env)
     assert bad.returncode == 2 and "recorded sizes: 3" in bad.stderr
+
+
+async def test_the_servers_encoding_is_pythons_for_ascii_and_verify_rechecks_the_rest(
+        db: str, settings: Settings) -> None:
+    """`audit verify`'s fast path (sql_canonical): PostgreSQL builds the very bytes Python does
+    for ASCII values (quotes, backslashes, control characters included), so it is taken; for
+    non-ASCII or DEL it differs and the row is re-checked in Python: verify still passes."""
+    from finpass_pipeline.audit import sql_canonical
+    from finpass_pipeline.audit.merkle import LEAF_COLUMNS, leaf_bytes, leaf_hash
+
+    texts = ["plain", 'q"uote\\back/slash', "ctl\n\t\r\b\f\x01\x1f", "caf\u00e9",
+             "emoji \U0001F600", "del\x7f"]
+    rows = rows_for(len(texts), "enc")
+    for r, t in zip(rows, texts, strict=True):
+        r.description, r.user_agent = t, t
+    await write(db, rows, [A] * len(rows))
+    conn = await asyncpg.connect(db)
+    try:
+        await seal_all(conn)
+        stored = await conn.fetch(
+            f"SELECT a.*, {sql_canonical.chain_canonical('a')} AS sql_canon, "
+            f"{sql_canonical.leaf_hash('a')} AS sql_leaf, {sql_canonical.personal_ok('a')} AS pok "
+            "FROM audit_events AS a ORDER BY chain_seq")
+    finally:
+        await conn.close()
+    for r in stored:
+        same = r["description"].isascii() and "\x7f" not in r["description"]
+        assert (r["sql_canon"].encode() == canonical_row(r)) is same, r["description"]
+        assert (bytes(r["sql_leaf"]) == leaf_hash(leaf_bytes([r[c] for c in LEAF_COLUMNS]))
+                ) is same
+        assert r["pok"] is same
+    code, lines = await verify_lines(settings)
+    assert code == 0, lines
