@@ -86,8 +86,8 @@ async def verify(settings: Settings, since: datetime | None = None,
             err(f"checkpoint {checkpoint} rejected: {e}")
             return EXIT_FAILURE
     vkey = _vkey(settings, err)
-    async with _connect(settings) as conn:
-        report = await walk(conn, since, signed, vkey=vkey)
+    async with _connect(settings) as conn, _connect(settings) as second:
+        report = await walk(conn, since, signed, vkey=vkey, second=second)
     for b in report.breaks:
         say(b.line())
     if report.breaks:

@@ -27,9 +27,11 @@ On a V14+ schema `verify` also checks the Merkle tree (`tree_verify.verify_tree`
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -242,52 +244,78 @@ async def _chains(conn: asyncpg.Connection) -> list[str]:
 
 async def verify(conn: asyncpg.Connection, since: datetime | None = None,
                  checkpoint: dict[str, Head] | None = None, vkey: str | None = None,
-                 tree: bool = True) -> Report:
+                 tree: bool = True, second: asyncpg.Connection | None = None) -> Report:
     """Walk every chain (or its part since `since`); `checkpoint` = signed heads to re-check;
     then (V14+, `tree`) the Merkle tree against the recorded checkpoints, whose signatures are
-    checked under `vkey` when given."""
+    checked under `vkey` when given. With a `second` connection the tree is checked on it at
+    the same time, in the same snapshot (exported): two server processes, about twice the
+    speed."""
     started = time.perf_counter()
     report = Report()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        heads = {r["chain_id"]: Head(r["chain_seq"], r["row_hash"]) for r in await conn.fetch(
-            "SELECT chain_id, chain_seq, row_hash FROM audit_chain_heads")}
-        anchors = {r["chain_id"]: Head(r["chain_seq"], r["row_hash"]) for r in await conn.fetch(
-            "SELECT DISTINCT ON (chain_id) chain_id, chain_seq, row_hash "
-            "FROM audit_retention_anchors ORDER BY chain_id, chain_seq DESC")}
         v14 = bool(await conn.fetchval("SELECT to_regclass('audit_tree_leaves') IS NOT NULL"))
-        select = _SELECT if v14 else _SELECT_V13
-        starts: dict[str, int] = {}
-        if since is not None:
-            starts = {r["chain_id"]: r["s"] for r in await conn.fetch(
-                "SELECT chain_id, min(chain_seq) AS s FROM audit_events "
-                "WHERE created_at >= $1 AND chain_id IS NOT NULL GROUP BY chain_id", since)}
-        chain_breaks: list[Break] = []
-        for chain_id in await _chains(conn):
-            report.chains += 1
-            if v14 and since is None:
-                fast = await _fast_walk(conn, select, chain_id, heads.get(chain_id),
-                                        anchors.get(chain_id))
-                if fast is not None:
-                    report.rows += fast
-                    continue
-            walk = await _walk(conn, select, chain_id, heads.get(chain_id),
-                               anchors.get(chain_id), starts, since is not None)
-            report.rows += walk.rows
-            if walk.found is not None:
-                chain_breaks.append(walk.found)
-        if checkpoint:
-            report.checkpoint_entries = await _check_checkpoint(
-                conn, checkpoint, anchors, {b.chain_id for b in chain_breaks}, chain_breaks)
-        report.breaks.extend(chain_breaks)
-        if v14 and tree:
-            report.tree = await verify_tree(conn, vkey, chains_checked=since is None)
-            if report.tree.found is not None:
-                report.breaks.append(report.tree.found)
-        report.unchained = int(await conn.fetchval(
-            "SELECT count(*) FROM audit_events WHERE chain_id IS NULL "
-            "AND ($1::timestamptz IS NULL OR created_at >= $1)", since))
+        tree_task: asyncio.Task[TreeReport] | None = None
+        if v14 and tree and second is not None:
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            tree_task = asyncio.create_task(_tree_in(second, snapshot, vkey, since is None))
+        try:
+            await _verify_in(conn, report, since, checkpoint, v14)
+            if v14 and tree:
+                report.tree = await tree_task if tree_task is not None else await verify_tree(
+                    conn, vkey, chains_checked=since is None)
+                if report.tree.found is not None:
+                    report.breaks.append(report.tree.found)
+        finally:
+            if tree_task is not None and not tree_task.done():
+                tree_task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await tree_task
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _tree_in(second: asyncpg.Connection, snapshot: str, vkey: str | None,
+                   chains_checked: bool) -> TreeReport:
+    async with second.transaction(isolation="repeatable_read", readonly=True):
+        await second.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        return await verify_tree(second, vkey, chains_checked=chains_checked)
+
+
+async def _verify_in(conn: asyncpg.Connection, report: Report, since: datetime | None,
+                     checkpoint: dict[str, Head] | None, v14: bool) -> None:
+    """The chain walks (and the HMAC checkpoint) in the caller's transaction."""
+    heads = {r["chain_id"]: Head(r["chain_seq"], r["row_hash"]) for r in await conn.fetch(
+        "SELECT chain_id, chain_seq, row_hash FROM audit_chain_heads")}
+    anchors = {r["chain_id"]: Head(r["chain_seq"], r["row_hash"]) for r in await conn.fetch(
+        "SELECT DISTINCT ON (chain_id) chain_id, chain_seq, row_hash "
+        "FROM audit_retention_anchors ORDER BY chain_id, chain_seq DESC")}
+    select = _SELECT if v14 else _SELECT_V13
+    starts: dict[str, int] = {}
+    if since is not None:
+        starts = {r["chain_id"]: r["s"] for r in await conn.fetch(
+            "SELECT chain_id, min(chain_seq) AS s FROM audit_events "
+            "WHERE created_at >= $1 AND chain_id IS NOT NULL GROUP BY chain_id", since)}
+    chain_breaks: list[Break] = []
+    for chain_id in await _chains(conn):
+        report.chains += 1
+        if v14 and since is None:
+            fast = await _fast_walk(conn, select, chain_id, heads.get(chain_id),
+                                    anchors.get(chain_id))
+            if fast is not None:
+                report.rows += fast
+                continue
+        walk = await _walk(conn, select, chain_id, heads.get(chain_id),
+                           anchors.get(chain_id), starts, since is not None)
+        report.rows += walk.rows
+        if walk.found is not None:
+            chain_breaks.append(walk.found)
+    if checkpoint:
+        report.checkpoint_entries = await _check_checkpoint(
+            conn, checkpoint, anchors, {b.chain_id for b in chain_breaks}, chain_breaks)
+    report.breaks.extend(chain_breaks)
+    report.unchained = int(await conn.fetchval(
+        "SELECT count(*) FROM audit_events WHERE chain_id IS NULL "
+        "AND ($1::timestamptz IS NULL OR created_at >= $1)", since))
 
 
 async def _fast_walk(conn: asyncpg.Connection, select: str, chain_id: str, head: Head | None,

@@ -144,7 +144,7 @@ async def scale(settings: Settings, rows: int, n_proofs: int, say: Callable[[str
                 await proofs.consistency(writer_conn, a, b)
                 result.consistency_ms.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            report = await verify(writer_conn, vkey=signer.vkey())
+            report = await verify(writer_conn, vkey=signer.vkey(), second=seal_conn)
             if report.breaks:
                 raise RuntimeError(f"verify found a break: {report.breaks[0].line()}")
             result.verify_rows_per_s = report.rows / (time.perf_counter() - t)
