@@ -31,6 +31,7 @@ import structlog
 from finpass_pipeline.audit.chain import SALT_BYTES, personal_digest
 from finpass_pipeline.audit.merkle import (
     LEAF_COLUMNS,
+    LEAF_ENCODING,
     Frontier,
     Getter,
     leaf_bytes,
@@ -40,6 +41,7 @@ from finpass_pipeline.audit.merkle import (
 )
 from finpass_pipeline.audit.note import Signer, checkpoint_text
 from finpass_pipeline.audit.record import PERSONAL_COLUMNS
+from finpass_pipeline.audit.sql_canonical import json_array
 from finpass_pipeline.db import describe
 from finpass_pipeline.retry import sleep_or_stop
 
@@ -140,18 +142,42 @@ async def fill_digests_where(conn: asyncpg.Connection, where: str, *args: Any) -
     return len(await _fill_digests(conn, rows))
 
 
+# The server builds the leaf (sql_canonical) and hashes it when its text is printable ASCII —
+# then it is byte for byte Python's (tests: test_the_servers_encoding_is_pythons…); otherwise
+# (`fast` NULL: a non-ASCII value, or a row without its digest yet) Python builds it.
+_LIGHT = (
+    "SELECT a.id, a.created_at, a.chain_id, a.chain_seq, "
+    "CASE WHEN a.pii_digest IS NOT NULL AND t.leaf ~ '^[ -~]*$' "
+    "THEN sha256('\\x00'::bytea || convert_to(t.leaf, 'UTF8')) END AS fast ")
+_LEAF_TEXT = (f"CROSS JOIN LATERAL (SELECT {json_array(LEAF_COLUMNS, 'a', LEAF_ENCODING)} "
+              "AS leaf) AS t ")
+
+
 async def _pending(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Per chain the rows after its sealed position, and unsealed rows without a chain:
+    (id, created_at, chain_id, chain_seq, the server's leaf hash or NULL)."""
     chained = await conn.fetch(
-        f"SELECT {_COLS} FROM audit_chain_heads AS h "
-        "LEFT JOIN audit_tree_chains AS t ON t.chain_id = h.chain_id "
+        f"{_LIGHT} FROM audit_chain_heads AS h "
+        "LEFT JOIN audit_tree_chains AS tc ON tc.chain_id = h.chain_id "
         "CROSS JOIN LATERAL (SELECT * FROM audit_events AS e WHERE e.chain_id = h.chain_id "
-        " AND e.chain_seq > COALESCE(t.sealed_seq, 0) ORDER BY e.chain_seq LIMIT $1) AS a "
-        "WHERE h.chain_seq > COALESCE(t.sealed_seq, 0)", limit)
+        " AND e.chain_seq > COALESCE(tc.sealed_seq, 0) ORDER BY e.chain_seq LIMIT $1) AS a "
+        f"{_LEAF_TEXT} WHERE h.chain_seq > COALESCE(tc.sealed_seq, 0)", limit)
     unchained = await conn.fetch(
-        f"SELECT {_COLS} FROM audit_events AS a WHERE a.chain_id IS NULL AND NOT EXISTS "
+        f"{_LIGHT} FROM audit_events AS a {_LEAF_TEXT} WHERE a.chain_id IS NULL AND NOT EXISTS "
         "(SELECT 1 FROM audit_tree_leaves AS l WHERE l.row_id = a.id) "
         "ORDER BY a.created_at, a.id LIMIT $1", limit)
     return [*chained, *unchained]
+
+
+async def _full_rows(conn: asyncpg.Connection, rows: list[asyncpg.Record]
+                     ) -> dict[Any, asyncpg.Record]:
+    if not rows:
+        return {}
+    found = await conn.fetch(
+        f"SELECT {_COLS} FROM unnest($1::uuid[], $2::timestamptz[]) AS k(i, c) "
+        "JOIN audit_events AS a ON a.id = k.i AND a.created_at = k.c",
+        [r["id"] for r in rows], [r["created_at"] for r in rows])
+    return {r["id"]: r for r in found}
 
 
 async def seal(conn: asyncpg.Connection, limit: int = ROUND_ROWS) -> SealResult | None:
@@ -178,16 +204,20 @@ async def seal(conn: asyncpg.Connection, limit: int = ROUND_ROWS) -> SealResult 
                     continue
                 nxt[cid] = r["chain_seq"]
             kept.append(r)
-        digests = await _fill_digests(conn, [r for r in kept if r["pii_digest"] is None])
+        full = await _full_rows(conn, [r for r in kept if r["fast"] is None])
+        digests = await _fill_digests(conn, [f for f in full.values()
+                                             if f["pii_digest"] is None])
         kept.sort(key=lambda r: (r["created_at"], r["chain_id"] or "", r["chain_seq"] or 0,
                                  r["id"]))
         frontier = await load_frontier(conn, state["tree_size"])
         leaves, nodes = [], []
         for r in kept:
-            values = list(r[:_LEAF_N])
-            if values[_DIGEST] is None:
-                values[_DIGEST] = digests[r["id"]]
-            h = leaf_hash(leaf_bytes(values))
+            h = r["fast"]
+            if h is None:
+                values = list(full[r["id"]][:_LEAF_N])
+                if values[_DIGEST] is None:
+                    values[_DIGEST] = digests[r["id"]]
+                h = leaf_hash(leaf_bytes(values))
             leaves.append((frontier.size, r["id"], r["created_at"], h))
             nodes.extend(frontier.append(h))
         await conn.copy_records_to_table(
