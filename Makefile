@@ -29,7 +29,7 @@ test-unit: bootstrap
 	@.venv/bin/pytest tests/unit
 
 lint: bootstrap
-	@.venv/bin/ruff check . && .venv/bin/mypy
+	@.venv/bin/ruff check . && .venv/bin/mypy && (cd tests/verifier && go vet ./...)
 
 bench: up
 	@$(FP) bench
