@@ -572,9 +572,11 @@ async def test_the_daemon_seals_in_the_background_and_checkpoints_on_schedule(
         fresh_db: str, bootstrap: str, topic_prefix: str, key_file: Path, mode: str) -> None:
     """With the sealer on (a child process by default, or a task) and
     FINPASS_AUDIT_CHECKPOINT_EVERY_S, consumed events' audit rows become leaves and a
-    checkpoint of them is recorded, without `audit seal`."""
+    checkpoint of them is recorded, without `audit seal` — as finpass_writer, whose grants
+    suffice."""
     s = make_settings(fresh_db, bootstrap, topic_prefix, audit_signing_key=key_file,
-                      audit_checkpoint_every_s=0.3, audit_seal_every_s=0.1, audit_sealer=mode)
+                      audit_checkpoint_every_s=0.3, audit_seal_every_s=0.1, audit_sealer=mode,
+                      database_role="finpass_writer")
     await prepare(s)
     events = [registered(f"did:example:sealed{i}") for i in range(12)]
     await send_events(s, events)
