@@ -367,6 +367,9 @@ def _add_audit_parser(sub: Any) -> None:
     prove.add_argument("--to", dest="to_size", type=int, default=None, metavar="N")
     prove.add_argument("--size", type=int, default=None, metavar="N",
                        help="a recorded checkpoint size (default: the latest)")
+    prove.add_argument("--without-personal", action="store_true",
+                       help="leave the row's personal values and salt out (the proof still "
+                            "verifies: the leaf holds only their digest)")
     retention = actions.add_parser("retention", help="drop the oldest partitions whose rows "
                                                      "are all past their retention_days")
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")

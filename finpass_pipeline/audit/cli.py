@@ -147,8 +147,8 @@ async def tree_checkpoint(settings: Settings, say: Say = _out, err: Say = _err) 
 
 async def prove(settings: Settings, event_id: uuid.UUID | None = None,
                 row_id: uuid.UUID | None = None, size: int | None = None,
-                first: int | None = None, second: int | None = None, say: Say = _out,
-                err: Say = _err) -> int:
+                first: int | None = None, second: int | None = None, personal: bool = True,
+                say: Say = _out, err: Say = _err) -> int:
     """Print an inclusion proof (event_id/row_id) or a consistency proof (first, second)."""
     from finpass_pipeline.audit import proofs
     from finpass_pipeline.audit.sealer import TreeError
@@ -158,7 +158,8 @@ async def prove(settings: Settings, event_id: uuid.UUID | None = None,
             if first is not None and second is not None:
                 data = await proofs.consistency(conn, first, second)
             else:
-                data = await proofs.inclusion(conn, event_id=event_id, row_id=row_id, size=size)
+                data = await proofs.inclusion(conn, event_id=event_id, row_id=row_id, size=size,
+                                              personal=personal)
         except proofs.ProofUsage as e:
             err(str(e))
             return EXIT_USAGE
@@ -269,7 +270,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                 _err("a consistency proof needs --from M and --to N (and no --size)")
                 return EXIT_USAGE
             return asyncio.run(prove(settings, args.event_id, args.id, args.size,
-                                     args.from_size, args.to_size))
+                                     args.from_size, args.to_size, not args.without_personal))
         if action == "tree-bench":
             from finpass_pipeline.dev.tree_bench import run_tree_bench
 

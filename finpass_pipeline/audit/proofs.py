@@ -67,8 +67,11 @@ def _pick(recorded: dict[int, str], size: int | None) -> int:
 
 
 async def inclusion(conn: asyncpg.Connection, *, event_id: uuid.UUID | None = None,
-                    row_id: uuid.UUID | None = None, size: int | None = None) -> dict[str, Any]:
-    """The inclusion proof of the audit row of `event_id` (or with id `row_id`)."""
+                    row_id: uuid.UUID | None = None, size: int | None = None,
+                    personal: bool = True) -> dict[str, Any]:
+    """The inclusion proof of the audit row of `event_id` (or with id `row_id`). Without
+    `personal` the row's personal values and salt are left out (null): the leaf, which holds
+    only their digest, is the same, so the proof still verifies — as for an erased row."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         recorded = await _checkpoints(conn)
         tree_size = _pick(recorded, size)
@@ -107,7 +110,8 @@ async def inclusion(conn: asyncpg.Connection, *, event_id: uuid.UUID | None = No
         "leaf_encoding": LEAF_ENCODING,
         "inclusion": [_b64(h) for h in path],
         "checkpoint": recorded[tree_size],
-        "row": {c: json_value(row[c]) for c in (*LEAF_COLUMNS, *PERSONAL_COLUMNS, "pii_salt")},
+        "row": {c: json_value(row[c]) if personal or c in LEAF_COLUMNS else None
+                for c in (*LEAF_COLUMNS, *PERSONAL_COLUMNS, "pii_salt")},
     }
 
 

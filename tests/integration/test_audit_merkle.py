@@ -468,6 +468,12 @@ async def test_erasure_keeps_every_proof_valid_and_the_trigger_allows_only_it(
     vkey = settings.signer().vkey()
     assert go_check(go_verifier, vkey, [before, *after])["inclusion"] == ["ok"] * (1 + len(mine))
     assert after[0]["row"]["ip_address"] is None and after[0]["leaf"] == before["leaf"]
+    other = others[0]["id"]
+    _, whole = await prove(settings, row_id=other)
+    _, without = await prove(settings, row_id=other, personal=False)
+    assert whole["row"]["ip_address"] and without["row"]["ip_address"] is None
+    assert without["row"]["pii_salt"] is None and without["leaf"] == whole["leaf"]
+    assert go_check(go_verifier, vkey, [whole, without])["inclusion"] == ["ok", "ok"]
     await sql(db, f"UPDATE audit_events SET ip_address = '198.51.100.1' WHERE id = '{mine[0]}'",
               replica=True)
     code, lines = await verify_lines(settings)
