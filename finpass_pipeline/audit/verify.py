@@ -62,12 +62,15 @@ _SELECT_V13 = (f"SELECT {', '.join(CANONICAL_COLUMNS)}, row_hash, 1 AS hash_vers
 FETCH_ROWS = 2_000
 FETCH_FAST = 10_000
 _FAST = (
-    "SELECT a.id, a.chain_seq, a.row_hash, coalesce(lag(a.row_hash) OVER w, $2) AS prev, "
-    "encode(sha256(convert_to(coalesce(lag(a.row_hash) OVER w, $2) || "
+    "SELECT a.chain_id, a.id, a.chain_seq, a.row_hash, "
+    "encode(sha256(convert_to(coalesce(lag(a.row_hash) OVER w, $1) || "
     f"{sql_canonical.chain_canonical('a')}, 'UTF8')), 'hex') = a.row_hash "
     f"AND {sql_canonical.personal_ok('a')} AS ok "
-    "FROM audit_events AS a WHERE a.chain_id = $1 WINDOW w AS (ORDER BY a.chain_seq, a.id) "
-    "ORDER BY a.chain_seq, a.id")
+    "FROM audit_events AS a WHERE a.chain_id IS NOT NULL "
+    "WINDOW w AS (PARTITION BY a.chain_id ORDER BY a.chain_seq) "
+    "ORDER BY a.chain_id, a.chain_seq")
+"""Every chained row in (chain, seq) order with the server's verdict on its link (the first
+row of a chain is linked to 64 zeros: an anchored chain's first row is re-checked here)."""
 
 
 @dataclass(frozen=True)
@@ -296,14 +299,13 @@ async def _verify_in(conn: asyncpg.Connection, report: Report, since: datetime |
             "SELECT chain_id, min(chain_seq) AS s FROM audit_events "
             "WHERE created_at >= $1 AND chain_id IS NOT NULL GROUP BY chain_id", since)}
     chain_breaks: list[Break] = []
+    fast = await _fast_walks(conn, select, heads, anchors) if v14 and since is None else {}
     for chain_id in await _chains(conn):
         report.chains += 1
-        if v14 and since is None:
-            fast = await _fast_walk(conn, select, chain_id, heads.get(chain_id),
-                                    anchors.get(chain_id))
-            if fast is not None:
-                report.rows += fast
-                continue
+        intact = fast.get(chain_id)
+        if intact is not None:
+            report.rows += intact
+            continue
         walk = await _walk(conn, select, chain_id, heads.get(chain_id),
                            anchors.get(chain_id), starts, since is not None)
         report.rows += walk.rows
@@ -318,27 +320,52 @@ async def _verify_in(conn: asyncpg.Connection, report: Report, since: datetime |
         "AND ($1::timestamptz IS NULL OR created_at >= $1)", since))
 
 
-async def _fast_walk(conn: asyncpg.Connection, select: str, chain_id: str, head: Head | None,
-                     anchor: Head | None) -> int | None:
-    """The chain checked with the server's hashes (sql_canonical): its row count when intact,
-    None at anything unusual — then `_walk` walks it again and names the break. A row the
-    server's encoding does not match (e.g. a non-ASCII value) is re-checked in Python."""
-    if head is None:
-        return None
-    base_seq, prev = (anchor.seq, anchor.hash) if anchor else (0, ZERO_HASH)
-    expected = base_seq + 1
-    async for r in conn.cursor(_FAST, chain_id, prev, prefetch=FETCH_FAST):
-        if r[1] != expected or r[3] != prev:
+class _FastChain:
+    """One chain's state in the fast pass."""
+
+    def __init__(self, head: Head | None, anchor: Head | None) -> None:
+        self.head = head
+        self.base, self.prev = (anchor.seq, anchor.hash) if anchor else (0, ZERO_HASH)
+        self.expected = self.base + 1
+        self.bad = head is None
+
+    def result(self) -> int | None:
+        if self.bad or self.head is None or self.expected - 1 != self.head.seq \
+                or self.prev != self.head.hash:
             return None
-        if not r[4]:
-            full = await conn.fetchrow(f"{select} WHERE id = $1 AND chain_id = $2",
-                                       r[0], chain_id)
-            if full is None or not _matches(full, prev):
-                return None
-        prev, expected = r[2], expected + 1
-    if expected - 1 != head.seq or prev != head.hash:
-        return None
-    return expected - 1 - base_seq
+        return self.expected - 1 - self.base
+
+
+async def _fast_walks(conn: asyncpg.Connection, select: str, heads: dict[str, Head],
+                      anchors: dict[str, Head]) -> dict[str, int | None]:
+    """Every chain checked in one pass with the server's hashes (sql_canonical): per chain
+    seen, its row count when intact, None at anything unusual — `_walk` then walks it again
+    and names the break. A row the server's encoding does not match (e.g. a non-ASCII value)
+    is re-checked in Python."""
+    out: dict[str, int | None] = {}
+    chain: _FastChain | None = None
+    current: str | None = None
+    async for r in conn.cursor(_FAST, ZERO_HASH, prefetch=FETCH_FAST):
+        if r[0] != current:
+            if chain is not None and current is not None:
+                out[current] = chain.result()
+            current, chain = r[0], _FastChain(heads.get(r[0]), anchors.get(r[0]))
+        assert chain is not None  # noqa: S101 -- set just above (mypy)
+        if chain.bad:
+            continue
+        if r[2] != chain.expected:
+            chain.bad = True
+            continue
+        first_anchored = chain.expected == chain.base + 1 and chain.prev != ZERO_HASH
+        if not r[4] or first_anchored:
+            full = await conn.fetchrow(f"{select} WHERE id = $1 AND chain_id = $2", r[1], r[0])
+            if full is None or not _matches(full, chain.prev):
+                chain.bad = True
+                continue
+        chain.prev, chain.expected = r[3], chain.expected + 1
+    if chain is not None and current is not None:
+        out[current] = chain.result()
+    return out
 
 
 async def _walk(conn: asyncpg.Connection, select: str, chain_id: str, head: Head | None,
