@@ -30,7 +30,7 @@ test-unit: bootstrap
 
 # Lint, types, and the contract gate: the models must accept what docs/schemas/ publishes.
 lint: bootstrap
-	@.venv/bin/ruff check . && .venv/bin/mypy && $(FP) schema check docs/schemas
+	@.venv/bin/ruff check . && .venv/bin/mypy && $(FP) schema check docs/schemas && (cd tests/verifier && go vet ./...)
 
 bench: up
 	@$(FP) bench

@@ -20,7 +20,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,8 @@ from consumers.records import Record
 from consumers.store import Store
 from finpass_pipeline.audit.chain import PARTITIONS_AHEAD, AuditWriter
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
+from finpass_pipeline.audit.sealer import run_sealer
+from finpass_pipeline.audit.sealer_process import SealerConfig, sealer_process
 from finpass_pipeline.db import checked_out, create_pool, describe, retry_transient, schema_ready
 from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics, ensure_topics
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
@@ -118,6 +120,7 @@ class ConsumerDaemon:
                 return 1
             store = Store(pool, s.consumer_group, Applier(self.pseudonymizer),
                           AuditWriter(chained=s.audit_chain))
+            await self._start_sealer(resources, pool, stop)
             clients = await _start_kafka(s, stop, self.metrics.retries.inc)
             if clients is None:
                 return 0
@@ -127,6 +130,36 @@ class ConsumerDaemon:
             resources.push_async_callback(consumer.stop)
             return await self._consume(stop, consumer, producer, store)
         raise AssertionError("unreachable")  # pragma: no cover (mypy: the with always returns)
+
+    async def _start_sealer(self, resources: AsyncExitStack, pool: asyncpg.Pool,
+                            stop: asyncio.Event) -> None:
+        """The Merkle sealer beside the consumer (V14+ schema, FINPASS_AUDIT_SEALER): a child
+        process by default, or a task; ingest never waits on it; it stops with the daemon."""
+        s = self.settings
+        if s.audit_sealer == "off" or not await pool.fetchval(
+                "SELECT to_regclass('audit_tree_leaves') IS NOT NULL"):
+            return
+        signer = s.signer() if s.audit_checkpoint_every_s else None  # bad key: exit 2 now
+        if signer is not None and signer.dev:
+            log.warning("audit_dev_signing_key",
+                        note="scheduled checkpoints are signed with the dev key (dev mode)")
+        if s.audit_sealer == "process":
+            await resources.enter_async_context(sealer_process(SealerConfig(
+                s.database_url, s.database_role, s.audit_seal_every_s,
+                s.audit_checkpoint_every_s, s.audit_origin, s.audit_signing_key, s.dev_mode,
+                s.log_format, s.log_level)))
+            return
+        task = asyncio.create_task(run_sealer(pool, stop, s.audit_seal_every_s, signer,
+                                              s.audit_checkpoint_every_s))
+
+        async def _stop() -> None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+        resources.push_async_callback(_stop)
+        log.info("audit_sealer_started", mode="task", every_s=s.audit_seal_every_s,
+                 checkpoint_every_s=s.audit_checkpoint_every_s)
 
     async def _consume(self, stop: asyncio.Event, consumer: AIOKafkaConsumer,
                        producer: AIOKafkaProducer, store: Store) -> int:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -409,9 +410,27 @@ def _add_audit_parser(sub: Any) -> None:
                         help="only rows created at or after this time (with offset)")
     verify.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                         help="also check a signed checkpoint (FINPASS_AUDIT_CHECKPOINT_KEY)")
-    checkpoint = actions.add_parser("checkpoint", help="export the chain heads, HMAC-signed")
+    checkpoint = actions.add_parser(
+        "checkpoint", help="sign the Merkle tree head (Ed25519 signed note) and record it")
+    checkpoint.add_argument("--hmac", action="store_true",
+                            help="instead: the v1 JSON of every chain head, HMAC-signed")
     checkpoint.add_argument("--out", type=Path, default=None, metavar="FILE",
-                            help="default: stdout")
+                            help="with --hmac: write the file here (default: stdout)")
+    actions.add_parser("public-key", help="print the checkpoints' verifier key (note vkey)")
+    actions.add_parser("seal", help="integrate committed audit rows into the Merkle tree now")
+    prove = actions.add_parser("prove", help="inclusion (--event-id/--id) or consistency "
+                                             "(--from/--to) proof, as JSON")
+    which = prove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--event-id", type=uuid.UUID, default=None, metavar="UUID")
+    which.add_argument("--id", type=uuid.UUID, default=None, metavar="ROW_ID",
+                       help="audit_events.id (rows no event caused)")
+    which.add_argument("--from", dest="from_size", type=int, default=None, metavar="M")
+    prove.add_argument("--to", dest="to_size", type=int, default=None, metavar="N")
+    prove.add_argument("--size", type=int, default=None, metavar="N",
+                       help="a recorded checkpoint size (default: the latest)")
+    prove.add_argument("--without-personal", action="store_true",
+                       help="leave the row's personal values and salt out (the proof still "
+                            "verifies: the leaf holds only their digest)")
     retention = actions.add_parser("retention", help="drop the oldest partitions whose rows "
                                                      "are all past their retention_days")
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")
@@ -424,6 +443,15 @@ def _add_audit_parser(sub: Any) -> None:
     bench.add_argument("--seed", type=int, default=42)
     bench.add_argument("--rounds", type=_positive, default=1,
                        help="off/on pairs; the best of each is reported")
+    tree_bench = actions.add_parser(
+        "tree-bench", help="the Merkle tree at scale: sealing, proofs p95, verify rows/s, and "
+                           "ingest with the sealer on vs off")
+    tree_bench.add_argument("--rows", type=_positive, default=1_000_000,
+                            help="audit rows to write, seal and prove (the issue asks 10M)")
+    tree_bench.add_argument("--events", type=int, default=20_000,
+                            help="events for the ingest on/off runs (0: skip them)")
+    tree_bench.add_argument("--proofs", type=_positive, default=200)
+    tree_bench.add_argument("--rounds", type=_positive, default=1)
     audit.set_defaults(handler=cmd_audit)
 
 

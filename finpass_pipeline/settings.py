@@ -7,12 +7,17 @@ exiting 2.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from finpass_pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from finpass_pipeline.audit.note import Signer
 
 DEV_AUDIT_HASH_KEY = "finpass-dev-only-insecure-audit-key"
 """Used for `user_id_hash` only when `FINPASS_DEV_MODE=true` and no key is configured."""
@@ -50,7 +55,19 @@ class Settings(BaseSettings):
     audit_hash_keys: SecretStr | None = None
     """Older pseudonym keys, `id1:secret1,id2:secret2`, kept for `audit user` look-ups."""
     audit_checkpoint_key: SecretStr | None = None
-    """HMAC-SHA-256 key that signs `audit checkpoint` files."""
+    """HMAC-SHA-256 key that signs `audit checkpoint --hmac` files (the v1 checkpoints)."""
+    audit_signing_key: Path | None = None
+    """PKCS#8 PEM Ed25519 private key that signs the tree's checkpoints (signed notes)."""
+    audit_origin: str = Field(default="finpass-pipeline/audit", pattern=r"^[^\s+]{1,200}$")
+    """The checkpoints' origin line, which is also the signing key's note name."""
+    audit_sealer: Literal["process", "task", "off"] = "process"
+    """How the consumer daemon runs the Merkle sealer: a child process (default: ingest keeps
+    its CPU), a task in its event loop, or not at all (`audit seal` then seals); true/false
+    mean process/off."""
+    audit_seal_every_s: float = Field(default=1.0, gt=0, le=3600)
+    """How often the daemon's sealer looks for committed rows to seal."""
+    audit_checkpoint_every_s: float | None = Field(default=None, gt=0)
+    """When set, the daemon signs and records a checkpoint this often (needs a signing key)."""
 
     # The transactional outbox (producers/outbox.py).
     outbox_database_url: str | None = None
@@ -69,6 +86,22 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_role_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("audit_signing_key", "audit_checkpoint_every_s", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("audit_sealer", mode="before")
+    @classmethod
+    def _sealer_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "process" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return "process"
+        if isinstance(value, str) and value.lower() in ("false", "0", "no"):
+            return "off"
+        return value
 
     @field_validator("outbox_database_url", mode="before")
     @classmethod
@@ -160,6 +193,17 @@ class Settings(BaseSettings):
         if self.audit_checkpoint_key is not None and self.audit_checkpoint_key.get_secret_value():
             return self.audit_checkpoint_key.get_secret_value().encode()
         raise ConfigError("FINPASS_AUDIT_CHECKPOINT_KEY is not set (it signs audit checkpoints)")
+
+
+    def signer(self) -> Signer:
+        """The checkpoint signer (FINPASS_AUDIT_SIGNING_KEY, else the dev key in dev mode);
+        `ConfigError` when neither. `signer().dev` says the dev key is in use."""
+        from finpass_pipeline.audit.note import NoteError, load_signer
+
+        try:
+            return load_signer(self.audit_origin, self.audit_signing_key, self.dev_mode)
+        except NoteError as e:
+            raise ConfigError(str(e)) from None
 
 
 class ConfigError(UsageError):

@@ -15,21 +15,28 @@ separators=(",", ":"))`: no spaces, non-ASCII as `\\uXXXX` escapes, NULL as `nul
 JSON numbers, UUIDs as lowercase hyphenated strings and timestamps as
 `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` (UTC, always six fractional digits). docs/audit.md shows a
 worked example and a stand-alone verifier.
+
+Hash version 2 (rows written on a V14+ schema, `hash_version` = 2): the personal columns
+(`record.PERSONAL_COLUMNS`) leave the canonical array and `pii_digest` (lowercase hex) is appended
+(`CANONICAL_COLUMNS_V2`), where pii_digest = SHA-256(pii_salt || canonical(personal values)) and
+pii_salt is 16 random bytes per row. Erasure then NULLs the personal values and the salt and the
+chain still verifies. Rows of version 1 keep their clear-value hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from finpass_pipeline.audit.record import AUDIT_COLUMNS, AuditRow
+from finpass_pipeline.audit.record import AUDIT_COLUMNS, PERSONAL_COLUMNS, AuditRow
 
 ZERO_HASH = "0" * 64
 """The `prev_row_hash` of a chain's first row."""
@@ -51,7 +58,20 @@ CANONICAL_COLUMNS: tuple[str, ...] = (
     "retention_days", "created_at", "event_id", "occurred_at", "hash_key_id", "chain_id",
     "chain_seq",
 )
-"""Every column of `audit_events` except `row_hash`, in table order: what a row's hash covers."""
+"""Every column of `audit_events` except `row_hash`, in table order: what a row's hash covers
+(hash version 1)."""
+
+CANONICAL_COLUMNS_V2: tuple[str, ...] = (
+    *(c for c in CANONICAL_COLUMNS if c not in PERSONAL_COLUMNS), "pii_digest")
+"""What a hash-version-2 row's hash covers: personal values only through `pii_digest` (hex)."""
+
+DIGEST_COLUMNS: tuple[str, ...] = ("pii_salt", "pii_digest", "hash_version")
+"""Written besides the chain columns on a V14+ schema."""
+
+HASH_VERSION = 2
+"""The chain hash version the writer uses on a V14+ schema."""
+
+SALT_BYTES = 16
 
 def _make_encoder() -> Callable[[list[Any]], str]:
     """`json.dumps(values, ensure_ascii=True, separators=(",", ":"))` for a list, minus the
@@ -89,9 +109,41 @@ def canonical(values: Sequence[Any]) -> bytes:
     Used by the verifier on rows read back from PostgreSQL (str, int, UUID, datetime, None).
     """
     return _encode([
-        str(v) if isinstance(v, uuid.UUID) else ts_text(v) if isinstance(v, datetime) else v
+        v if v is None or type(v) is str or type(v) is int  # exact types first: most values
+        else str(v) if isinstance(v, uuid.UUID) else ts_text(v) if isinstance(v, datetime) else v
         for v in values
     ]).encode()
+
+
+def personal_digest(salt: bytes, values: Sequence[str | None]) -> bytes:
+    """SHA-256(salt || canonical JSON array of the `PERSONAL_COLUMNS` values, in that order)."""
+    return hashlib.sha256(salt + _encode(list(values)).encode()).digest()
+
+
+def personal_ok(salt: bytes | None, digest: bytes | None,
+                personal: Sequence[Any]) -> bool:
+    """The personal values match the digest under the salt; erased (no salt): all NULL."""
+    if digest is None:
+        return salt is None
+    if salt is None:
+        return all(v is None for v in personal)
+    return personal_digest(salt, personal) == digest
+
+
+def row_digest(r: AuditRow) -> tuple[bytes, bytes]:
+    """A fresh salt for `r` and the digest of its personal values."""
+    salt = os.urandom(SALT_BYTES)
+    return salt, personal_digest(salt, (r.session_id, r.ip_address, r.user_agent, r.geolocation,
+                                        r.device_fingerprint, r.details, r.error_message))
+
+
+def canonical_row(row: Mapping[str, Any]) -> bytes:
+    """The canonical encoding of a row read back (a mapping of its columns), in its own hash
+    version: v1 over `CANONICAL_COLUMNS`, v2 over `CANONICAL_COLUMNS_V2` (digest as hex)."""
+    if row.get("hash_version", 1) == HASH_VERSION:
+        return canonical([row[c].hex() if c == "pii_digest" else row[c]
+                          for c in CANONICAL_COLUMNS_V2])
+    return canonical([row[c] for c in CANONICAL_COLUMNS])
 
 
 def row_hash(prev: str, encoded: bytes) -> str:
@@ -118,6 +170,20 @@ def _canonical_audit_row(r: AuditRow, created_at: str, chain_id: str, seq: int) 
     ]).encode()
 
 
+def _canonical_audit_row_v2(r: AuditRow, created_at: str, chain_id: str, seq: int,
+                            digest: bytes) -> bytes:
+    """`canonical()` of the `CANONICAL_COLUMNS_V2` values of an `AuditRow` about to be written."""
+    event_id = str(r.event_id)
+    return _encode([
+        event_id if r.id == r.event_id else str(r.id), r.event_type, r.user_id_hash,
+        r.tenant_id, r.resource_id, r.resource_type, r.action, r.outcome, r.severity,
+        r.description, r.previous_values, r.new_values, r.performed_by,
+        r.performed_by_role, r.source_system, r.correlation_id, r.request_id, None,
+        r.error_code, None, None, None, None, r.retention_days, created_at, event_id,
+        ts_text(r.occurred_at), r.hash_key_id, chain_id, seq, digest.hex(),
+    ]).encode()
+
+
 def month_start(value: datetime) -> datetime:
     u = value.astimezone(UTC)
     return datetime(u.year, u.month, 1, tzinfo=UTC)
@@ -129,6 +195,8 @@ class _Schema:
     """audit_chain_heads exists (V4+)."""
     partitioned: bool
     """audit_ensure_partitions exists (V5+)."""
+    digests: bool
+    """audit_events has pii_salt/pii_digest/hash_version (V14+)."""
 
 
 class AuditWriter:
@@ -151,8 +219,10 @@ class AuditWriter:
         if self._schema is None:
             found = await conn.fetchrow(
                 "SELECT to_regclass('audit_chain_heads') IS NOT NULL AS chained, "
-                "to_regproc('audit_ensure_partitions') IS NOT NULL AS partitioned")
-            self._schema = _Schema(bool(found["chained"]), bool(found["partitioned"]))
+                "to_regproc('audit_ensure_partitions') IS NOT NULL AS partitioned, "
+                "to_regclass('audit_tree_leaves') IS NOT NULL AS digests")
+            self._schema = _Schema(bool(found["chained"]), bool(found["partitioned"]),
+                                   bool(found["digests"]))
         now = now if now is not None else datetime.now(UTC)
         if not self._schema.chained:
             await conn.copy_records_to_table("audit_events", records=[r.record() for r in rows],
@@ -166,7 +236,8 @@ class AuditWriter:
                 # or the next one is due (about monthly for a daemon that runs for months).
                 covered = (month_start(now), await ensure_partitions(conn, now))
             self._covered = (covered[0], covered[1] - _MARGIN)
-        await append_audit(conn, rows, sources, now, chained=self.chained)
+        await append_audit(conn, rows, sources, now, chained=self.chained,
+                           digests=self._schema.digests)
 
 
 async def _covered(conn: asyncpg.Connection, now: datetime) -> tuple[datetime, datetime] | None:
@@ -198,7 +269,7 @@ async def ensure_partitions(conn: asyncpg.Connection, since: datetime | None = N
 
 async def append_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow],
                        sources: Sequence[tuple[str, int]], now: datetime,
-                       *, chained: bool = True) -> None:
+                       *, chained: bool = True, digests: bool = True) -> None:
     """COPY `rows` into audit_events, extending each row's chain; in the caller's transaction.
 
     1. make sure every touched chain has a head row (a new chain starts at seq 0, zero hash);
@@ -208,15 +279,19 @@ async def append_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow],
     A chain's rows get `created_at` = max(now, its previous tip's created_at), so created_at
     never decreases along a chain (a consumer with a slower clock cannot interleave), and
     retention, which drops the oldest month first, always removes a prefix of each chain.
-    With `chained=False` the chain columns stay NULL and no head is touched.
+    With `chained=False` the chain columns stay NULL and no head is touched. With `digests`
+    (a V14+ schema; `AuditWriter` finds out) each row gets a fresh `pii_salt`, its `pii_digest`
+    and hash version 2; without, hash version 1 (clear values in the hash) as before V14.
     """
     if len(rows) != len(sources):
         raise ValueError(f"{len(rows)} audit rows but {len(sources)} sources")
-    columns = [*AUDIT_COLUMNS, *CHAIN_COLUMNS]
+    columns = [*AUDIT_COLUMNS, *CHAIN_COLUMNS, *(DIGEST_COLUMNS if digests else ())]
     if not chained:
-        await conn.copy_records_to_table(
-            "audit_events", records=[(*r.record(), now, None, None, None) for r in rows],
-            columns=columns)
+        records = []
+        for r in rows:
+            extra: tuple[Any, ...] = (*row_digest(r), HASH_VERSION) if digests else ()
+            records.append((*r.record(), now, None, None, None, *extra))
+        await conn.copy_records_to_table("audit_events", records=records, columns=columns)
         return
     chain_ids = [chain_of(t, p) for t, p in sources]
     touched = sorted(set(chain_ids))
@@ -237,10 +312,16 @@ async def append_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow],
     for row, cid in zip(rows, chain_ids, strict=True):
         tip = tips[cid]
         seq = tip[0] + 1
-        digest = sha256(tip[1].encode() + _canonical_audit_row(row, tip[3], cid, seq)
-                        ).hexdigest()
+        if digests:
+            salt, pii = row_digest(row)
+            digest = sha256(tip[1].encode() + _canonical_audit_row_v2(row, tip[3], cid, seq, pii)
+                            ).hexdigest()
+            records.append((*row.record(), tip[2], cid, seq, digest, salt, pii, HASH_VERSION))
+        else:
+            digest = sha256(tip[1].encode() + _canonical_audit_row(row, tip[3], cid, seq)
+                            ).hexdigest()
+            records.append((*row.record(), tip[2], cid, seq, digest))
         tip[0], tip[1] = seq, digest
-        records.append((*row.record(), tip[2], cid, seq, digest))
     await conn.copy_records_to_table("audit_events", records=records, columns=columns)
     await conn.execute(
         "UPDATE audit_chain_heads AS h SET chain_seq = v.s, row_hash = v.h, updated_at = v.u "

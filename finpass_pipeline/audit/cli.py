@@ -1,4 +1,5 @@
-"""`finpass-pipeline audit verify|checkpoint|retention|user|bench` (docs/audit.md).
+"""`finpass-pipeline audit verify|checkpoint|public-key|prove|seal|retention|user|bench|tree-bench`
+(docs/audit.md).
 
 Each action is an async function taking the settings, its options and a `say` callable and
 returning the exit code (0 success, 1 failure or a broken log, 2 bad usage or configuration), so
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -44,6 +46,24 @@ def _connect(settings: Settings) -> AbstractAsyncContextManager[asyncpg.Connecti
                 "against this database", error=AuditCommandError)
 
 
+def _connect_tree(settings: Settings) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    return command_connection(
+        settings.database_url, settings.database_role, "audit_tree_leaves",
+        missing="the audit Merkle tree tables are missing: run `finpass-pipeline migrate` "
+                "(V14+) against this database", error=AuditCommandError)
+
+
+def _vkey(settings: Settings, err: Say) -> str | None:
+    """The verifier key when a signer is configured (or dev mode); None: signatures unchecked."""
+    if settings.audit_signing_key is None and not settings.dev_mode:
+        return None
+    signer = settings.signer()
+    if signer.dev:
+        err("notice: using the dev signing key (FINPASS_AUDIT_SIGNING_KEY is not set; "
+            "dev mode only, never for a real log)")
+    return signer.vkey()
+
+
 # --- actions -------------------------------------------------------------------------------------
 
 async def verify(settings: Settings, since: datetime | None = None,
@@ -65,8 +85,9 @@ async def verify(settings: Settings, since: datetime | None = None,
         except audit_checkpoint.CheckpointError as e:
             err(f"checkpoint {checkpoint} rejected: {e}")
             return EXIT_FAILURE
-    async with _connect(settings) as conn:
-        report = await walk(conn, since, signed)
+    vkey = _vkey(settings, err)
+    async with _connect(settings) as conn, _connect(settings) as second:
+        report = await walk(conn, since, signed, vkey=vkey, second=second)
     for b in report.breaks:
         say(b.line())
     if report.breaks:
@@ -77,9 +98,81 @@ async def verify(settings: Settings, since: datetime | None = None,
     return EXIT_OK
 
 
+async def public_key(settings: Settings, say: Say = _out, err: Say = _err) -> int:
+    """Print the checkpoints' verifier key (signed-note vkey)."""
+    signer = settings.signer()
+    if signer.dev:
+        err("notice: this is the dev signing key's (FINPASS_AUDIT_SIGNING_KEY is not set)")
+    say(signer.vkey())
+    return EXIT_OK
+
+
+async def seal(settings: Settings, say: Say = _out, err: Say = _err) -> int:
+    """Seal every committed audit row not in the tree yet (what the daemon's sealer does)."""
+    from finpass_pipeline.audit.sealer import TreeError, seal_all
+
+    async with _connect_tree(settings) as conn:
+        try:
+            result = await seal_all(conn)
+        except TreeError as e:
+            err(str(e))
+            return EXIT_FAILURE
+    if result is None:
+        err("another sealer holds the lock (a consumer is sealing); try again")
+        return EXIT_FAILURE
+    say(f"sealed {result.sealed} row(s); tree size {result.tree_size}, root "
+        f"{result.root.hex()}")
+    return EXIT_OK
+
+
+async def tree_checkpoint(settings: Settings, say: Say = _out, err: Say = _err) -> int:
+    """Seal what is committed, sign the tree head (C2SP tlog-checkpoint), record it, print it."""
+    from finpass_pipeline.audit.sealer import TreeError, record_checkpoint, seal_all
+
+    signer = settings.signer()
+    if signer.dev:
+        err("notice: signing with the dev key (FINPASS_AUDIT_SIGNING_KEY is not set; dev mode "
+            "only, never for a real log)")
+    async with _connect_tree(settings) as conn:
+        try:
+            if await seal_all(conn) is None:
+                err("notice: another sealer is running; checkpointing the tree as sealed so far")
+            _, note = await record_checkpoint(conn, signer)
+        except TreeError as e:
+            err(str(e))
+            return EXIT_FAILURE
+    say(note.rstrip("\n"))
+    return EXIT_OK
+
+
+async def prove(settings: Settings, event_id: uuid.UUID | None = None,
+                row_id: uuid.UUID | None = None, size: int | None = None,
+                first: int | None = None, second: int | None = None, personal: bool = True,
+                say: Say = _out, err: Say = _err) -> int:
+    """Print an inclusion proof (event_id/row_id) or a consistency proof (first, second)."""
+    from finpass_pipeline.audit import proofs
+    from finpass_pipeline.audit.sealer import TreeError
+
+    async with _connect_tree(settings) as conn:
+        try:
+            if first is not None and second is not None:
+                data = await proofs.consistency(conn, first, second)
+            else:
+                data = await proofs.inclusion(conn, event_id=event_id, row_id=row_id, size=size,
+                                              personal=personal)
+        except proofs.ProofUsage as e:
+            err(str(e))
+            return EXIT_USAGE
+        except (proofs.ProofUnavailable, TreeError) as e:
+            err(str(e))
+            return EXIT_FAILURE
+    say(json.dumps(data, indent=2))
+    return EXIT_OK
+
+
 async def checkpoint(settings: Settings, out: Path | None = None, say: Say = _out,
                      err: Say = _err) -> int:
-    """Export every chain head as JSON signed with FINPASS_AUDIT_CHECKPOINT_KEY."""
+    """Export every chain head as JSON signed with FINPASS_AUDIT_CHECKPOINT_KEY (`--hmac`)."""
     from finpass_pipeline.audit import checkpoint as audit_checkpoint
 
     key = settings.checkpoint_key()
@@ -160,7 +253,29 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         if action == "verify":
             return asyncio.run(verify(settings, args.since, args.checkpoint))
         if action == "checkpoint":
-            return asyncio.run(checkpoint(settings, args.out))
+            if args.hmac:
+                return asyncio.run(checkpoint(settings, args.out))
+            if args.out is not None:
+                _err("--out is for the HMAC checkpoint (with --hmac); the signed note goes "
+                     "to stdout")
+                return EXIT_USAGE
+            return asyncio.run(tree_checkpoint(settings))
+        if action == "public-key":
+            return asyncio.run(public_key(settings))
+        if action == "seal":
+            return asyncio.run(seal(settings))
+        if action == "prove":
+            if (args.from_size is None) != (args.to_size is None) or (
+                    args.from_size is not None and args.size is not None):
+                _err("a consistency proof needs --from M and --to N (and no --size)")
+                return EXIT_USAGE
+            return asyncio.run(prove(settings, args.event_id, args.id, args.size,
+                                     args.from_size, args.to_size, not args.without_personal))
+        if action == "tree-bench":
+            from finpass_pipeline.dev.tree_bench import run_tree_bench
+
+            return asyncio.run(run_tree_bench(settings, args.rows, args.events, args.proofs,
+                                              args.rounds))
         if action == "retention":
             return asyncio.run(retention(settings, args.dry_run))
         if action == "user":

@@ -28,6 +28,15 @@ AUDIT_TEXT_WIDTHS = {
 }
 TRUNCATION_MARK = "…"
 
+PERSONAL_COLUMNS: tuple[str, ...] = (
+    "session_id", "ip_address", "user_agent", "geolocation", "device_fingerprint", "details",
+    "error_message",
+)
+"""The personal columns of `audit_events`, in digest order (V14, docs/audit.md §6): the chain
+(hash version 2) and the Merkle leaf commit to them only through `pii_digest` =
+SHA-256(pii_salt || canonical JSON array of these values), so that erasure
+(`audit.redaction.erase_rows`) can NULL them and the salt while every proof stays valid."""
+
 def to_json(value: dict[str, Any] | None) -> str | None:
     """Compact JSON (Rust encoder: this runs three times per audit row). Key order is the order
     the code builds the dict in, so the text is deterministic for a replay."""

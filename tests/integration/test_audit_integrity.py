@@ -21,10 +21,9 @@ from consumers.apply import Applier, BatchState
 from consumers.records import Incoming
 from finpass_pipeline.audit import cli as audit_cli
 from finpass_pipeline.audit.chain import (
-    CANONICAL_COLUMNS,
     ZERO_HASH,
     AuditWriter,
-    canonical,
+    canonical_row,
     row_hash,
 )
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
@@ -145,7 +144,8 @@ async def test_chains_link_every_row_and_verify_passes(db: str, settings: Settin
         assert [r["chain_seq"] for r in stored] == list(range(1, n + 1))
         prev = ZERO_HASH
         for r in stored:
-            assert row_hash(prev, canonical([r[c] for c in CANONICAL_COLUMNS])) == r["row_hash"]
+            assert r["hash_version"] == 2 and r["pii_salt"] is not None
+            assert row_hash(prev, canonical_row(r)) == r["row_hash"]
             prev = r["row_hash"]
         head = (await fetch(db, "SELECT * FROM audit_chain_heads WHERE chain_id = $1", chain))[0]
         assert (head["chain_seq"], head["row_hash"]) == (n, prev)
@@ -223,16 +223,17 @@ async def test_signed_checkpoint_catches_a_rewrite_with_recomputed_hashes(
     stored = await chain_rows(db, CHAIN_A)
     prev, statements = ZERO_HASH, []
     for r in stored:
-        values = [r[c] for c in CANONICAL_COLUMNS]
+        values = dict(r)
         if r["chain_seq"] == 2:
-            values[CANONICAL_COLUMNS.index("outcome")] = "REJECTED"
-        prev = row_hash(prev, canonical(values))
-        statements.append(f"UPDATE audit_events SET outcome = '{values[10]}', row_hash = "
+            values["outcome"] = "REJECTED"
+        prev = row_hash(prev, canonical_row(values))
+        statements.append(f"UPDATE audit_events SET outcome = '{values['outcome']}', row_hash = "
                           f"'{prev}' WHERE id = '{r['id']}'")
     statements.append(f"UPDATE audit_chain_heads SET row_hash = '{prev}' "
                       f"WHERE chain_id = '{CHAIN_A}'")
     await sql(db, *statements, replica=True)
-    assert (await run_verify(settings))[0] == 0  # the chain alone cannot tell
+    # The chain alone cannot tell (the Merkle tree would: nothing is sealed here).
+    assert (await run_verify(settings))[0] == 0
     code, lines = await run_verify(settings, checkpoint=out)
     assert code == 1 and any(f"BREAK chain {CHAIN_A} seq 3" in x and "checkpoint" in x
                              for x in lines), lines
@@ -372,10 +373,12 @@ async def test_consumer_as_writer_chains_and_user_trail_spans_key_rotation(
 
 
 async def test_cli_exit_codes(db: str) -> None:
-    """`audit verify` exits 0 on an intact log; a missing checkpoint key is a config error (2)."""
+    """`audit verify` exits 0 on an intact log; a missing HMAC checkpoint key is a config error
+    (2)."""
     env = {"FINPASS_DATABASE_URL": db, "FINPASS_AUDIT_HASH_KEY": "k"}
     ok, bad = await asyncio.gather(asyncio.to_thread(cli, "audit", "verify", env=env),
-                                   asyncio.to_thread(cli, "audit", "checkpoint", env=env))
+                                   asyncio.to_thread(cli, "audit", "checkpoint", "--hmac",
+                                                     env=env))
     assert ok.returncode == 0 and "audit log intact: 0 chain(s)" in ok.stdout, ok.stderr
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
