@@ -35,6 +35,7 @@ from finpass_pipeline.events.models import (
     PaymentFailed,
     PaymentInitiated,
     PaymentRefunded,
+    UserErasureRequested,
     UserKycVerified,
     UserRegistered,
     UserSeen,
@@ -54,6 +55,7 @@ Event = Annotated[
     | UserKycVerified
     | UserStatusChanged
     | UserSeen
+    | UserErasureRequested
     | CredentialIssued
     | CredentialRevoked
     | CredentialSuspended
@@ -77,7 +79,7 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 EVENT_TYPES: dict[str, type[EventBase]] = {
     cls.model_fields["event_type"].default: cls
     for cls in (
-        UserRegistered, UserKycVerified, UserStatusChanged, UserSeen,
+        UserRegistered, UserKycVerified, UserStatusChanged, UserSeen, UserErasureRequested,
         CredentialIssued, CredentialRevoked, CredentialSuspended, CredentialReinstated,
         CredentialExpired,
         PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRefunded,
