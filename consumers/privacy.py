@@ -23,6 +23,7 @@ from finpass_pipeline.events import Event
 from finpass_pipeline.privacy.crypto import field_aad, seal
 from finpass_pipeline.privacy.erasure import (
     EMPTY_METADATA,
+    ERASED_PREFIX,
     dids_in,
     erase_stored,
     erased_form,
@@ -68,6 +69,18 @@ class BatchPrivacy:
             dids |= event_dids(inc.event)
         keys = await self.vault.load(conn, {self.pz.hash(d) for d in dids})
         state.erased |= keys.erased
+        # Rows already erased hold `hmac:<pseudonym>`: their people are erased too, though the
+        # event may not name them (a payment's capture names only the payment).
+        for u in state.users.values():
+            if u is not None and u.did.startswith(ERASED_PREFIX):
+                state.erased.add(pseudonym_of(self.pz, u.did))
+        for c in state.credentials.values():
+            if c is not None and c.user_did.startswith(ERASED_PREFIX):
+                state.erased.add(pseudonym_of(self.pz, c.user_did))
+        for p in state.payments.values():
+            for did in (p.payer_did, p.payee_did) if p is not None else ():
+                if did.startswith(ERASED_PREFIX):
+                    state.erased.add(pseudonym_of(self.pz, did))
         return keys
 
     async def prepare(self, conn: asyncpg.Connection, state: BatchState, keys: BatchKeys
