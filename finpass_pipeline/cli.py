@@ -22,6 +22,7 @@ from finpass_pipeline.errors import (
     FinpassError,
     print_error,
 )
+from finpass_pipeline.privacy import cli as privacy_cli
 from finpass_pipeline.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -480,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=cmd_schema)
     _add_audit_parser(sub)
     _add_ops_parsers(sub)
+    privacy_cli.add_parser(sub)
 
     return parser
 
