@@ -47,6 +47,9 @@ from finpass_pipeline.settings import Settings
 GOALS = {"vs_ceiling": 0.70, "vs_naive": 5.0, "p99_ms": 250.0, "rss_mb": 150.0}
 
 
+BENCH_PII_MASTER_KEY = "YmVuY2gtb25seS1waWktbWFzdGVyLWtleS0zMmJ5dGU="
+"""The consumers' PII master key in a bench run (32 bytes, base64; bench data only)."""
+
 @dataclass
 class BenchResult:
     events: int
@@ -199,6 +202,7 @@ class Bench:
                    FINPASS_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
                    FINPASS_TOPIC_PREFIX=s.topic_prefix, FINPASS_CONSUMER_GROUP=s.consumer_group,
                    FINPASS_AUDIT_HASH_KEY="bench-key", FINPASS_HTTP_PORT="0",
+                   FINPASS_PII_MASTER_KEY=BENCH_PII_MASTER_KEY,
                    FINPASS_LOG_LEVEL="warning")
         broker = LocalKafka(dev_home() / "kafka").pid()
         started = time.monotonic()
