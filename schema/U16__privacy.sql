@@ -3,6 +3,8 @@
 REVOKE ALL ON SCHEMA public FROM finpass_privacy;
 DROP FUNCTION IF EXISTS privacy_subject_data(TEXT, TEXT, TEXT);
 DROP TABLE IF EXISTS privacy_access_log;
+DROP INDEX IF EXISTS idx_credentials_revoked_by;
+DROP INDEX IF EXISTS idx_credentials_subject_did;
 ALTER TABLE credentials DROP COLUMN IF EXISTS credential_jwt_enc;
 UPDATE credentials SET credential_jwt = '' WHERE credential_jwt IS NULL;
 ALTER TABLE credentials ALTER COLUMN credential_jwt SET NOT NULL;

@@ -42,6 +42,9 @@ CREATE INDEX idx_users_phone_index ON users (phone_index) WHERE phone_index IS N
 ALTER TABLE credentials
     ADD COLUMN credential_jwt_enc BYTEA,
     ALTER COLUMN credential_jwt DROP NOT NULL;
+-- Erasure finds a person's DID in other people's credentials by these.
+CREATE INDEX idx_credentials_subject_did ON credentials (subject_did);
+CREATE INDEX idx_credentials_revoked_by ON credentials (revoked_by) WHERE revoked_by IS NOT NULL;
 
 -- Reads of raw personal data -------------------------------------------------------------------
 DO $$
