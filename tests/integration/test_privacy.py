@@ -5,7 +5,9 @@ into a fresh database."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import subprocess
 import uuid
@@ -14,14 +16,23 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
+from consumers.apply import Applier
+from consumers.records import Incoming, PartitionProgress
+from consumers.store import Store
 from finpass_pipeline.audit import cli as audit_cli
-from finpass_pipeline.events import serialize_event
+from finpass_pipeline.audit.pseudonym import Pseudonymizer
+from finpass_pipeline.db import create_pool
+from finpass_pipeline.events import parse_event, serialize_event
 from finpass_pipeline.privacy import cli as privacy_cli
+from finpass_pipeline.privacy.crypto import MasterKeyring
 from finpass_pipeline.privacy.erasure import erased_form
+from finpass_pipeline.privacy.vault import Vault, blind_index_key
 from finpass_pipeline.settings import Settings
 from tests.support.builders import ev, initiated, issued, registered
 from tests.support.pipeline_support import (
+    TEST_PII_MASTER_KEY,
     make_settings,
     prepare,
     running_daemon,
@@ -212,3 +223,73 @@ async def test_erasure_end_to_end(settings: Settings, services: Services,
     assert alice["person_key"]["erased_at"] is not None
     assert alice["users"][0]["did"] == gone and alice["users"][0]["email"] is None
     assert alice["credentials"][0]["credential_jwt"] is None
+
+
+async def test_rotate_key_rewraps_every_live_data_key(fresh_db: str, bootstrap: str,
+                                                      topic_prefix: str) -> None:
+    """Data keys wrapped under m1 are re-wrapped under m2 by `privacy rotate-key`; afterwards
+    the fields open with m2 alone, erased people stay without a key, and it is audited."""
+    old = make_settings(fresh_db, bootstrap, topic_prefix)
+    await prepare(old)
+    pz = Pseudonymizer(b"test-audit-key", "k1")
+    pool = await create_pool(fresh_db)
+    try:
+        store = Store(pool, "g", Applier(pz), vault=Vault(old.pii_keyring(), blind_index_key(pz)))
+        events = [registered(ALICE, email=ALICE_MAIL), registered(BOB, email=BOB_MAIL, at=1),
+                  issued(C_BOB, BOB, at=2, credential_jwt=BOB_JWT),
+                  ev("user.erasure_requested", did=ALICE, at=3)]
+        raws = [serialize_event(e) for e in events]
+        await store.commit_batch(
+            [Incoming(parse_event(r), "t.users", 0, n, r) for n, r in enumerate(raws)], [],
+            {("t.users", 0): PartitionProgress(len(raws), 0)})
+    finally:
+        await pool.close()
+    m2 = base64.b64encode(os.urandom(32)).decode()
+    new = old.model_copy(update={"pii_master_key": SecretStr(m2), "pii_master_key_id": "m2",
+                                 "pii_master_keys": SecretStr(f"m1:{TEST_PII_MASTER_KEY}")})
+    said: list[str] = []
+    assert await privacy_cli.rotate_key(new, batch_size=1, say=said.append) == 0
+    assert said == ["re-wrapped 1 data key(s) under master key 'm2'; 0 still under other keys"]
+    only_m2 = MasterKeyring("m2", {"m2": base64.b64decode(m2)})
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        keys = [tuple(r) for r in await conn.fetch(
+            "SELECT user_id_hash, master_key_id, erased_at IS NOT NULL FROM person_keys "
+            "ORDER BY 1")]
+        assert sorted(keys) == sorted([(pz.hash(BOB), "m2", False), (pz.hash(ALICE), None, True)])
+        assert (await plain_users(conn, keyring=only_m2))[BOB] == (BOB_MAIL, None)
+        assert (await plain_jwts(conn, keyring=only_m2))[str(C_BOB)] == BOB_JWT
+        assert await conn.fetchval("SELECT count(*) FROM audit_events "
+                                   "WHERE event_type = 'PRIVACY_KEY_ROTATED'") == 1
+    finally:
+        await conn.close()
+    assert await audit_cli.verify(new, say=lambda _: None) == 0
+
+
+async def test_raw_personal_data_only_through_the_audited_function(settings: Settings) -> None:
+    """finpass_privacy reads no table directly; each call of privacy_subject_data() is logged
+    before it returns; finpass_analyst can neither call it nor read person_keys, the access log
+    or the sealed columns."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE finpass_privacy")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT did FROM users")
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE finpass_privacy")
+            doc = json.loads(await conn.fetchval(
+                "SELECT privacy_subject_data('ab', 'did:example:nobody', 'audit test')::text"))
+        assert doc["users"] == [] and doc["access_log"][-1]["purpose"] == "audit test"
+        assert await conn.fetchval("SELECT count(*) FROM privacy_access_log") == 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM privacy_access_log")
+        for sql in ("SELECT * FROM person_keys", "SELECT * FROM privacy_access_log",
+                    "SELECT email_enc FROM users", "SELECT credential_jwt_enc FROM credentials",
+                    "SELECT privacy_subject_data('ab', 'did:example:x', 'why')"):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL ROLE finpass_analyst")
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(sql)
+    finally:
+        await conn.close()
