@@ -51,6 +51,7 @@ async def _erase_audit_rows(conn: asyncpg.Connection, pseudonym: str) -> int:
     `return await erase_rows(conn, pseudonym)` (from finpass_pipeline.audit.redaction).
     Until then audit rows hold no raw DID (pseudonyms only) and those written after the
     erasure carry no actor personal fields (`Applier.apply`)."""
+    # merged with branch merkle: audit.redaction.erase_rows
     del conn, pseudonym
     return 0
 

@@ -3,6 +3,7 @@
 - `export --did DID [--purpose TEXT]`: the right of access: everything held about the person,
   decrypted, as JSON on stdout, read through the `finpass_privacy` role and audited
   (`finpass_pipeline.privacy.export`).
+- `seal-legacy`: seal the plaintext contact data and JWTs of rows written before V16.
 - `rotate-key`: re-wrap every live data key under the current master key
   (`FINPASS_PII_MASTER_KEY`, id `FINPASS_PII_MASTER_KEY_ID`), unwrapping with the older ones in
   `FINPASS_PII_MASTER_KEYS`; sealed fields are not touched (their data keys do not change).
@@ -26,6 +27,7 @@ from finpass_pipeline.audit.operator import operator_row
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.db import command_connection
 from finpass_pipeline.errors import EXIT_OK, FinpassError
+from finpass_pipeline.privacy.crypto import field_aad, seal
 from finpass_pipeline.privacy.export import PRIVACY_SOURCE, export_subject
 from finpass_pipeline.privacy.vault import Vault, blind_index_key
 from finpass_pipeline.settings import Settings
@@ -107,6 +109,52 @@ async def rotate_key(settings: Settings, batch_size: int = 1000, say: Say = prin
     return EXIT_OK
 
 
+async def seal_legacy(settings: Settings, batch_size: int = 1000, say: Say = print) -> int:
+    """Seal the plaintext email, phone and JWT of rows written before V16 (and NULL the
+    plaintext), in transactions of `batch_size` rows; safe while consumers run (the rows are
+    locked, busy ones skipped until the next pass)."""
+    vault, pz = _vault(settings)
+    sealed = {"users": 0, "credentials": 0}
+    async with _connect(settings) as conn:
+        while True:
+            async with conn.transaction():
+                users = await conn.fetch(
+                    "SELECT id, did, email, phone FROM users WHERE (email IS NOT NULL OR "
+                    "phone IS NOT NULL) AND did NOT LIKE 'hmac:%' ORDER BY id LIMIT $1 "
+                    "FOR UPDATE SKIP LOCKED", batch_size)
+                creds = await conn.fetch(
+                    "SELECT c.id, u.did, c.credential_jwt FROM credentials c JOIN users u ON "
+                    "u.id = c.user_id WHERE c.credential_jwt IS NOT NULL AND u.did NOT LIKE "
+                    "'hmac:%' ORDER BY c.id LIMIT $1 FOR UPDATE OF c SKIP LOCKED", batch_size)
+                if not users and not creds:
+                    break
+                people = {r["did"]: pz.hash(r["did"]) for r in [*users, *creds]}
+                known = await vault.load(conn, set(people.values()))
+                keys = await vault.data_keys(conn, known, set(people.values()), pz.key_id)
+                await conn.executemany(
+                    "UPDATE users SET email = NULL, phone = NULL, email_enc = $2, phone_enc = $3, "
+                    "email_index = $4, phone_index = $5 WHERE id = $1",
+                    [(r["id"], _seal(keys[people[r["did"]]], r["email"], "users", "email",
+                                     r["id"]),
+                      _seal(keys[people[r["did"]]], r["phone"], "users", "phone", r["id"]),
+                      vault.blind_index("email", r["email"]),
+                      vault.blind_index("phone", r["phone"])) for r in users])
+                await conn.executemany(
+                    "UPDATE credentials SET credential_jwt = NULL, credential_jwt_enc = $2 "
+                    "WHERE id = $1",
+                    [(r["id"], _seal(keys[people[r["did"]]], r["credential_jwt"], "credentials",
+                                     "credential_jwt", r["id"])) for r in creds])
+                sealed["users"] += len(users)
+                sealed["credentials"] += len(creds)
+    say(f"sealed {sealed['users']} user row(s) and {sealed['credentials']} credential row(s)")
+    return EXIT_OK
+
+
+def _seal(key: bytes, value: str | None, table: str, column: str, row_id: object
+          ) -> bytes | None:
+    return seal(key, value, field_aad(table, column, row_id)) if value else None
+
+
 def add_parser(sub: Any) -> None:
     privacy = sub.add_parser("privacy", help="personal data: export (right of access), "
                                              "rotate-key (master key rotation)")
@@ -119,10 +167,15 @@ def add_parser(sub: Any) -> None:
     rot = actions.add_parser("rotate-key", help="re-wrap every data key under the current "
                                                 "FINPASS_PII_MASTER_KEY")
     rot.add_argument("--batch-size", type=int, default=1000)
+    legacy = actions.add_parser("seal-legacy", help="seal the plaintext email, phone and JWT "
+                                                    "of rows written before V16")
+    legacy.add_argument("--batch-size", type=int, default=1000)
     privacy.set_defaults(handler=cmd_privacy)
 
 
 def cmd_privacy(args: argparse.Namespace, settings: Settings) -> int:
     if args.privacy_action == "export":
         return asyncio.run(export(settings, args.did, args.purpose))
+    if args.privacy_action == "seal-legacy":
+        return asyncio.run(seal_legacy(settings, max(1, args.batch_size)))
     return asyncio.run(rotate_key(settings, max(1, args.batch_size)))

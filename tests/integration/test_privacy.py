@@ -293,3 +293,27 @@ async def test_raw_personal_data_only_through_the_audited_function(settings: Set
                     await conn.fetch(sql)
     finally:
         await conn.close()
+
+
+async def test_seal_legacy_seals_rows_written_before_v16(settings: Settings) -> None:
+    """Plaintext email, phone and JWT of rows written before V16 (inserted here by hand) are
+    sealed by `privacy seal-legacy`, their plaintext NULLed, and open again with the key."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        uid = uuid.uuid4()
+        await conn.execute("INSERT INTO users (id, did, email, phone) VALUES ($1, $2, $3, $4)",
+                           uid, BOB, BOB_MAIL, BOB_PHONE)
+        await conn.execute(
+            "INSERT INTO credentials (id, user_id, issuer_id, credential_type, credential_jwt) "
+            "VALUES ($1, $2, 'did:web:issuer', 'KYC', $3)", C_BOB, uid, BOB_JWT)
+        said: list[str] = []
+        assert await privacy_cli.seal_legacy(settings, batch_size=1, say=said.append) == 0
+        assert said == ["sealed 1 user row(s) and 1 credential row(s)"]
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE email IS NOT NULL "
+                                   "OR phone IS NOT NULL") == 0
+        assert await conn.fetchval("SELECT count(*) FROM credentials "
+                                   "WHERE credential_jwt IS NOT NULL") == 0
+        assert (await plain_users(conn))[BOB] == (BOB_MAIL, BOB_PHONE)
+        assert (await plain_jwts(conn))[str(C_BOB)] == BOB_JWT
+    finally:
+        await conn.close()
