@@ -29,6 +29,7 @@ from finpass_pipeline.privacy.crypto import (
 from finpass_pipeline.privacy.erasure import erased_form, pseudonym_of, redact_payload
 from finpass_pipeline.settings import ConfigError, Settings
 from tests.support.builders import ev, registered
+from tests.support.pipeline_support import cli
 
 AAD = field_aad("users", "email", "7f1c")
 
@@ -161,3 +162,13 @@ def test_erasure_apply_audits_once_and_strips_later_actor_fields() -> None:
         None, None, None, None)
     assert state.erased == {PZ.hash(DID)} and [d for d, _, _ in state.erasures] == [DID]
     assert "Art. 17" not in (erased.details or "")
+
+
+def test_consume_without_master_key_exits_2() -> None:
+    """Outside dev mode the consumer refuses to start without FINPASS_PII_MASTER_KEY, in one
+    line naming it (before it connects to anything)."""
+    result = cli("consume", env={"FINPASS_HTTP_PORT": "0", "FINPASS_AUDIT_HASH_KEY": "k"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "finpass-pipeline: FINPASS_PII_MASTER_KEY is not set (required unless "
+        "FINPASS_DEV_MODE=true)"]
