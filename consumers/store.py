@@ -14,6 +14,11 @@ Order inside the transaction:
    one-at-a-time result, whatever the batch boundaries);
 5. write everything set-based (COPY for inserts, `UPDATE ... FROM unnest` for changes) and
    upsert the offsets; commit. Kafka's own commit comes after this one.
+
+Personal data (`consumers.privacy`, docs/privacy.md): before 4, one read of `person_keys` for
+everyone the batch mentions; before 5, erased people's row images are redacted and new personal
+data is sealed under each person's data key; after the audit rows, the batch's erasures destroy
+keys and redact what is stored; parked payloads and dead letters are redacted as they are stored.
 """
 
 from __future__ import annotations
