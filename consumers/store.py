@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from consumers.apply import Applier, BatchState
-from consumers.privacy import BatchPrivacy
+from consumers.privacy import BatchPrivacy, event_dids
 from consumers.records import DeadLetter, Incoming, PartitionProgress, TopicPartition
 from consumers.rows import CredentialRow, PaymentRow, UserRow, inserts
 from finpass_pipeline.audit.chain import AuditWriter
@@ -159,7 +159,13 @@ class Store:
             return result
         fresh = list(unique.values())
         about = {inc.event.event_id: inc.event.subjects() for inc, _ in fresh}  # asked once
-        await self._lock({s for subjects in about.values() for s in subjects}, conn)
+        # People an event only mentions (payer, payee, actor ...) are locked shared: an erasure
+        # (exclusive on its user) and a batch naming that person never interleave, so no row
+        # with the raw DID can be committed beside the erasure; mentions alone never wait on
+        # each other.
+        locked = {s for subjects in about.values() for s in subjects}
+        await self._lock(locked, conn, shared={
+            Subject("user", d) for inc, _ in fresh for d in event_dids(inc.event)} - locked)
         claimed = await self._claim(conn, fresh, result)
         state = BatchState()
         await self._load(conn, state, {s for inc in claimed for s in about[inc.event.event_id]})
@@ -208,15 +214,25 @@ class Store:
                 inc.topic, inc.partition, inc.offset, inc.key, inc.raw, REUSED_EVENT_ID,
                 event_id=inc.event.event_id, event_type=inc.event.event_type))
 
-    async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection) -> None:
-        keys = sorted({lock_key(s) for s in subjects})
-        if keys:
-            # One statement, keys in ascending order: two consumers can never wait on each other
-            # in a cycle for these locks.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY "
-                "AS t(k, n) ORDER BY n", keys,
-            )
+    async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection,
+                    shared: set[Subject] | None = None) -> None:
+        exclusive = {lock_key(s) for s in subjects}
+        if not shared:
+            keys = sorted(exclusive)
+            if keys:
+                # One statement, keys in ascending order: two consumers can never wait on each
+                # other in a cycle for these locks.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY "
+                    "AS t(k, n) ORDER BY n", keys,
+                )
+            return
+        both = sorted(exclusive | {lock_key(s) for s in shared})
+        # The same, one ascending order over exclusive and shared keys together.
+        await conn.execute(
+            "SELECT CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) "
+            "END FROM unnest($1::bigint[], $2::bool[]) WITH ORDINALITY AS t(k, x, n) ORDER BY n",
+            both, [k in exclusive for k in both])
 
     async def _claim(self, conn: asyncpg.Connection, events: list[tuple[Incoming, bytes]],
                      result: BatchResult) -> list[Incoming]:

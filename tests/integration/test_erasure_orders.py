@@ -5,6 +5,7 @@ everything in a replay) are applied without their personal data."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -15,10 +16,11 @@ import pytest
 
 from consumers.apply import Applier
 from consumers.records import DeadLetter, Incoming, PartitionProgress
-from consumers.store import Store
+from consumers.store import Store, lock_key
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.db import create_pool
 from finpass_pipeline.events import EventBase, parse_event, serialize_event
+from finpass_pipeline.events.models import Subject
 from finpass_pipeline.migrations import migrate
 from finpass_pipeline.privacy.erasure import erased_form
 from tests.support.builders import ev, initiated, issued, registered
@@ -182,3 +184,34 @@ async def test_the_erased_state_holds_no_personal_data(fresh_db: str) -> None:
             A) == 0  # audit rows never hold a raw DID
     finally:
         await conn.close()
+
+
+async def test_a_batch_naming_a_person_waits_for_their_erasure(fresh_db: str) -> None:
+    """Two consumers: while an erasure's transaction holds the person's lock, a batch that only
+    mentions them (a payment) waits, then sees the tombstone and stores the DID erased — never
+    a raw DID committed beside the erasure."""
+    await migrate(fresh_db)
+    pool = await create_pool(fresh_db)
+    vault, pz = vault_for_tests()
+    store = Store(pool, "g", Applier(pz), vault=vault)
+    holder = await asyncpg.connect(fresh_db)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", lock_key(Subject("user", A)))
+        pay = initiated(P1, A, payee_did=B, amount="1.00")
+        raw = serialize_event(pay)
+        batch = asyncio.create_task(store.commit_batch(
+            [Incoming(parse_event(raw), PAYS, 0, 0, raw)], [],
+            {(PAYS, 0): PartitionProgress(1, 0)}))
+        done, _ = await asyncio.wait({batch}, timeout=1.0)
+        assert not done, "the payment batch did not wait for the erasure's lock"
+        await holder.execute(  # what the erasure commits: the tombstone
+            "INSERT INTO person_keys (user_id_hash, hash_key_id, erased_at) "
+            "VALUES ($1, 'k1', now())", pz.hash(A))
+        await tx.commit()
+        await asyncio.wait_for(batch, timeout=30)
+        assert await holder.fetchval("SELECT payer_did FROM payments") == erased_form(pz.hash(A))
+    finally:
+        await holder.close()
+        await pool.close()
