@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 
@@ -31,6 +31,8 @@ from finpass_pipeline.privacy.erasure import (
     redact_payload,
 )
 from finpass_pipeline.privacy.vault import BatchKeys, Vault
+
+LockPeople = Callable[[asyncpg.Connection, set[str]], Awaitable[None]]
 
 _DID_FIELDS = ("did", "user_did", "payer_did", "payee_did", "subject_did", "revoked_by")
 
@@ -59,9 +61,12 @@ async def _erase_audit_rows(conn: asyncpg.Connection, pseudonym: str) -> int:
 class BatchPrivacy:
     """Personal-data steps of one Store (one per Store: the vault caches unwrapped keys)."""
 
-    def __init__(self, vault: Vault, pz: Pseudonymizer) -> None:
+    def __init__(self, vault: Vault, pz: Pseudonymizer,
+                 lock_people: LockPeople | None = None) -> None:
         self.vault = vault
         self.pz = pz
+        self.lock_people = lock_people
+        """Takes shared locks on the users of these DIDs (the store's advisory locks)."""
 
     async def begin(self, conn: asyncpg.Connection, state: BatchState,
                     events: Iterable[Incoming]) -> BatchKeys:
@@ -154,6 +159,8 @@ class BatchPrivacy:
                 found.setdefault(did, self.pz.hash(did))
         if not found:
             return list(payloads)
+        if self.lock_people is not None:  # as for events: never beside a concurrent erasure
+            await self.lock_people(conn, set(found))
         erased = (await self.vault.load(conn, set(found.values()))).erased
         gone = {d: p for d, p in found.items() if p in erased}
         if not gone:

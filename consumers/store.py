@@ -105,7 +105,7 @@ class Store:
             from finpass_pipeline.settings import Settings
             vault = Vault(Settings(dev_mode=True, pii_master_key=None).pii_keyring(),
                           blind_index_key(applier.pz))
-        self.privacy = BatchPrivacy(vault, applier.pz)
+        self.privacy = BatchPrivacy(vault, applier.pz, self._lock_people)
 
     async def load_progress(self, partitions: Iterable[TopicPartition]
                             ) -> dict[TopicPartition, PartitionProgress]:
@@ -213,6 +213,11 @@ class Store:
             result.dead.append(DeadLetter(
                 inc.topic, inc.partition, inc.offset, inc.key, inc.raw, REUSED_EVENT_ID,
                 event_id=inc.event.event_id, event_type=inc.event.event_type))
+
+    async def _lock_people(self, conn: asyncpg.Connection, dids: set[str]) -> None:
+        """Shared locks on the users of `dids` named in raw bytes about to be stored (parked
+        payloads, dead letters); taken late, out of order: a deadlock retries the batch."""
+        await self._lock(set(), conn, shared={Subject("user", d) for d in dids})
 
     async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection,
                     shared: set[Subject] | None = None) -> None:
