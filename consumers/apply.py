@@ -41,6 +41,7 @@ from finpass_pipeline.events import (
     PaymentFailed,
     PaymentInitiated,
     PaymentRefunded,
+    UserErasureRequested,
     UserKycVerified,
     UserRegistered,
     UserSeen,
@@ -48,6 +49,7 @@ from finpass_pipeline.events import (
     audit_event_type,
 )
 from finpass_pipeline.events.models import EventData, Subject
+from finpass_pipeline.privacy.erasure import pseudonym_of, strip_audit_actor
 
 # Payment status moves only forward (CONTRACT §3).
 PAYMENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -85,6 +87,11 @@ class BatchState:
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     rejected: list[tuple[Event, str]] = field(default_factory=list)
     """(event, why) for each event audited REJECTED: the daemon logs them."""
+    erased: set[str] = field(default_factory=set)
+    """Pseudonyms of the erased people among those the batch mentions (and those it erases)."""
+    erasures: list[tuple[str, str, UserErasureRequested]] = field(default_factory=list)
+    """(DID, pseudonym, event) of each erasure applied, in order: the store erases what is
+    stored in the same transaction."""
 
     def exists(self, subject: Subject) -> bool:
         table: dict[str, Any] = getattr(self, subject.kind + "s")
@@ -123,7 +130,11 @@ class Applier:
             state.to_park.append((incoming, needed))
             return "PARKED"
         effect = self._effect(state, event)
-        state.audit.append(self._audit_row(event, effect))
+        audit = self._audit_row(event, effect)
+        if state.erased and (audit.user_id_hash in state.erased
+                             or audit.performed_by in state.erased):
+            strip_audit_actor(audit)  # an erased person's later events: no personal data
+        state.audit.append(audit)
         state.applied.append(incoming)
         key = (event.event_type, effect.outcome)
         state.outcomes[key] = state.outcomes.get(key, 0) + 1
@@ -143,6 +154,8 @@ class Applier:
                 return self._user_status_changed(state, event)
             case UserSeen() | LoginSucceeded():
                 return self._user_seen(state, event)
+            case UserErasureRequested():
+                return self._user_erasure_requested(state, event)
             case LoginFailed():
                 return self._login_failed(event)
             case CredentialIssued():
@@ -225,6 +238,21 @@ class Applier:
                        new={"last_seen": _ts(row.last_seen)},
                        description="login succeeded" if login else "user seen")
 
+    def _user_erasure_requested(self, state: BatchState, e: UserErasureRequested) -> _Effect:
+        """Marks the person erased; the store redacts and crypto-shreds in this transaction.
+        The reason is not copied into the audit row (free text about the person)."""
+        did = e.data.did
+        pseudonym = self.pz.hash(did)
+        again = pseudonym in state.erased
+        state.erased.add(pseudonym)
+        state.erasures.append((did, pseudonym, e))
+        row = state.users.get(did)
+        return _Effect("USER", str(row.id if row is not None else user_id_for(did)), did,
+                       new={"erased": True}, severity="WARNING",
+                       description="personal data already erased" if again
+                       else "personal data erased",
+                       details={"registered": row is not None, "already_erased": again})
+
     def _login_failed(self, e: LoginFailed) -> _Effect:
         d = e.data
         return _Effect("SESSION", e.session_id(), d.did, outcome="FAILURE", severity="WARNING",
@@ -245,7 +273,7 @@ class Applier:
         if state.credentials.get(key) is not None:
             return _rejected("CREDENTIAL", key, d.user_did, "DUPLICATE_CREDENTIAL",
                              "credential already issued")
-        holder = self.pz.hash(user.did)
+        holder = pseudonym_of(self.pz, user.did)  # the stored DID: `hmac:…` once erased
         subject = (holder if d.subject_did == user.did else self.pz.maybe(d.subject_did))
         row = CredentialRow(
             id=d.credential_id, user_id=user.id, user_did=user.did, status="VALID",
@@ -397,7 +425,8 @@ class Applier:
             # One audit row per event: the event id is a natural, replay-stable row id.
             id=e.event_id, event_type=audit_event_type(e.event_type),
             user_id_hash=(effect.subject_hash if effect.subject_hash is not None
-                          else self.pz.maybe(effect.subject_did)),
+                          else pseudonym_of(self.pz, effect.subject_did)
+                          if effect.subject_did else None),
             session_id=fit("session_id", session),
             ip_address=actor.ip_address if actor else None,
             user_agent=fit("user_agent", actor.user_agent) if actor else None,

@@ -45,6 +45,7 @@ from finpass_pipeline.audit.sealer_process import SealerConfig, sealer_process
 from finpass_pipeline.db import checked_out, create_pool, describe, retry_transient, schema_ready
 from finpass_pipeline.kafka import DEAD_LETTER_TOPIC, DOMAIN_TOPICS, domain_topics, ensure_topics
 from finpass_pipeline.metrics import ConsumerMetrics, http_server
+from finpass_pipeline.privacy.vault import Vault, blind_index_key
 from finpass_pipeline.retry import Backoff, Stopped, sleep_or_stop
 from finpass_pipeline.settings import Settings
 
@@ -78,6 +79,7 @@ class ConsumerDaemon:
         self.settings = settings
         self.metrics = ConsumerMetrics()
         self.pseudonymizer = Pseudonymizer(settings.hash_key(), settings.audit_hash_key_id)
+        self.vault = Vault(settings.pii_keyring(), blind_index_key(self.pseudonymizer))
         self.batch_lock = asyncio.Lock()
         self.healthy = False
         self.last_batch_at: float | None = None
@@ -119,7 +121,7 @@ class ConsumerDaemon:
                           hint="run `finpass-pipeline migrate` against this database")
                 return 1
             store = Store(pool, s.consumer_group, Applier(self.pseudonymizer),
-                          AuditWriter(chained=s.audit_chain))
+                          AuditWriter(chained=s.audit_chain), self.vault)
             await self._start_sealer(resources, pool, stop)
             clients = await _start_kafka(s, stop, self.metrics.retries.inc)
             if clients is None:

@@ -31,6 +31,7 @@ from finpass_pipeline.audit.record import AuditRow
 from finpass_pipeline.db import checked_out, create_pool, describe, is_infrastructure
 from finpass_pipeline.errors import FinpassError
 from finpass_pipeline.ops.inspect import DeadLetterFilter
+from finpass_pipeline.privacy.vault import Vault, blind_index_key
 from finpass_pipeline.settings import Settings
 
 Say = Callable[[str], None]
@@ -91,9 +92,9 @@ async def replay(settings: Settings, filt: DeadLetterFilter, by: str, note: str 
     pool = await create_pool(settings.database_url, role=settings.database_role, max_size=1)
     try:
         writer = AuditWriter(chained=settings.audit_chain)
-        store = Store(pool, settings.consumer_group,
-                      Applier(Pseudonymizer(settings.hash_key(), settings.audit_hash_key_id)),
-                      writer)
+        pz = Pseudonymizer(settings.hash_key(), settings.audit_hash_key_id)
+        store = Store(pool, settings.consumer_group, Applier(pz), writer,
+                      Vault(settings.pii_keyring(), blind_index_key(pz)))
         planner = Planner(settings.topic_prefix)
         async with checked_out(pool) as conn:
             letters = await _waiting(conn, filt, settings.consumer_group, ids)

@@ -26,9 +26,12 @@ def user_id_for(did: str) -> uuid.UUID:
 
 @dataclass(slots=True)
 class UserRow:
+    # Contact data is written sealed (`*_enc`) with blind indexes; the plaintext columns are
+    # never written (docs/privacy.md).
     INSERT_COLUMNS: ClassVar[tuple[str, ...]] = (
-        "id", "did", "created_at", "last_seen", "email", "phone", "kyc_verified",
-        "kyc_verified_at", "status", "metadata", "updated_at", "user_id_hash",
+        "id", "did", "created_at", "last_seen", "email_enc", "phone_enc", "email_index",
+        "phone_index", "kyc_verified", "kyc_verified_at", "status", "metadata", "updated_at",
+        "user_id_hash",
     )
     UPDATE_COLUMNS: ClassVar[tuple[str, ...]] = (
         "last_seen", "kyc_verified", "kyc_verified_at", "status", "metadata", "updated_at",
@@ -40,6 +43,10 @@ class UserRow:
     last_seen: datetime | None = None
     email: str | None = None
     phone: str | None = None
+    email_enc: bytes | None = None
+    phone_enc: bytes | None = None
+    email_index: str | None = None
+    phone_index: str | None = None
     kyc_verified: bool = False
     kyc_verified_at: datetime | None = None
     status: str = "ACTIVE"
@@ -54,7 +61,7 @@ class UserRow:
 @dataclass(slots=True)
 class CredentialRow:
     INSERT_COLUMNS: ClassVar[tuple[str, ...]] = (
-        "id", "user_id", "issuer_id", "credential_type", "credential_jwt", "issued_at",
+        "id", "user_id", "issuer_id", "credential_type", "credential_jwt_enc", "issued_at",
         "expires_at", "status", "revoked_at", "revocation_handle", "revocation_reason",
         "revoked_by", "credential_hash", "nonce", "subject_did", "verification_method",
         "proof_type", "proof_created_at", "proof_purpose", "metadata", "created_at", "updated_at",
@@ -72,7 +79,8 @@ class CredentialRow:
     status_changed_at: datetime | None = None
     issuer_id: str = ""
     credential_type: str = ""
-    credential_jwt: str = ""
+    credential_jwt: str | None = None
+    credential_jwt_enc: bytes | None = None
     issued_at: datetime | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None

@@ -14,6 +14,11 @@ Order inside the transaction:
    one-at-a-time result, whatever the batch boundaries);
 5. write everything set-based (COPY for inserts, `UPDATE ... FROM unnest` for changes) and
    upsert the offsets; commit. Kafka's own commit comes after this one.
+
+Personal data (`consumers.privacy`, docs/privacy.md): before 4, one read of `person_keys` for
+everyone the batch mentions; before 5, erased people's row images are redacted and new personal
+data is sealed under each person's data key; after the audit rows, the batch's erasures destroy
+keys and redact what is stored; parked payloads and dead letters are redacted as they are stored.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from consumers.apply import Applier, BatchState
+from consumers.privacy import BatchPrivacy, event_dids
 from consumers.records import DeadLetter, Incoming, PartitionProgress, TopicPartition
 from consumers.rows import CredentialRow, PaymentRow, UserRow, inserts
 from finpass_pipeline.audit.chain import AuditWriter
@@ -38,6 +44,8 @@ from finpass_pipeline.events import (
     upcast,
 )
 from finpass_pipeline.events.models import Subject
+from finpass_pipeline.privacy.erasure import erased_form
+from finpass_pipeline.privacy.vault import BatchKeys, Vault, blind_index_key
 
 
 class OffsetsMoved(Exception):
@@ -103,11 +111,18 @@ class Store:
     """Batch transactions for one consumer group."""
 
     def __init__(self, pool: asyncpg.Pool, group: str, applier: Applier,
-                 audit: AuditWriter | None = None) -> None:
+                 audit: AuditWriter | None = None, vault: Vault | None = None) -> None:
+        """`vault` holds the PII master keyring (`Settings.pii_keyring()`); without one the dev
+        keyring is used (tests, tools), which says so on stderr."""
         self.pool = pool
         self.group = group
         self.applier = applier
         self.audit = audit if audit is not None else AuditWriter()
+        if vault is None:
+            from finpass_pipeline.settings import Settings
+            vault = Vault(Settings(dev_mode=True, pii_master_key=None).pii_keyring(),
+                          blind_index_key(applier.pz))
+        self.privacy = BatchPrivacy(vault, applier.pz, self._lock_people)
 
     async def load_progress(self, partitions: Iterable[TopicPartition]
                             ) -> dict[TopicPartition, PartitionProgress]:
@@ -161,13 +176,21 @@ class Store:
             return result
         fresh = list(unique.values())
         about = {inc.event.event_id: inc.event.subjects() for inc, _ in fresh}  # asked once
-        await self._lock({s for subjects in about.values() for s in subjects}, conn)
+        # People an event only mentions (payer, payee, actor ...) are locked shared: an erasure
+        # (exclusive on its user) and a batch naming that person never interleave, so no row
+        # with the raw DID can be committed beside the erasure; mentions alone never wait on
+        # each other.
+        locked = {s for subjects in about.values() for s in subjects}
+        await self._lock(locked, conn, shared={
+            Subject("user", d) for inc, _ in fresh for d in event_dids(inc.event)} - locked)
         claimed = await self._claim(conn, fresh, result)
         state = BatchState()
         await self._load(conn, state, {s for inc in claimed for s in about[inc.event.event_id]})
         waiting = await self._revive(conn, state, result, {
             s for inc in claimed if (s := inc.event.creates()) is not None})
         unparked = [inc.event.event_id for queue in waiting.values() for inc in queue]
+        keys = await self.privacy.begin(
+            conn, state, [*claimed, *(inc for queue in waiting.values() for inc in queue)])
         for inc in claimed:
             self._apply_in_order(state, inc, waiting)
         # Still waiting: parked in this batch, or revived but their subject was not created after
@@ -175,7 +198,7 @@ class Store:
         for subject, queue in waiting.items():
             state.to_park.extend((inc, subject) for inc in queue)
         still = {inc.event.event_id for inc, _ in state.to_park}
-        await self._flush(conn, state, [i for i in unparked if i not in still])
+        await self._flush(conn, state, [i for i in unparked if i not in still], keys)
         result.applied = state.applied
         result.parked = len(state.to_park)
         revived = set(unparked)
@@ -208,15 +231,30 @@ class Store:
                 inc.topic, inc.partition, inc.offset, inc.key, inc.raw, REUSED_EVENT_ID,
                 event_id=inc.event.event_id, event_type=inc.event.event_type))
 
-    async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection) -> None:
-        keys = sorted({lock_key(s) for s in subjects})
-        if keys:
-            # One statement, keys in ascending order: two consumers can never wait on each other
-            # in a cycle for these locks.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY "
-                "AS t(k, n) ORDER BY n", keys,
-            )
+    async def _lock_people(self, conn: asyncpg.Connection, dids: set[str]) -> None:
+        """Shared locks on the users of `dids` named in raw bytes about to be stored (parked
+        payloads, dead letters); taken late, out of order: a deadlock retries the batch."""
+        await self._lock(set(), conn, shared={Subject("user", d) for d in dids})
+
+    async def _lock(self, subjects: set[Subject], conn: asyncpg.Connection,
+                    shared: set[Subject] | None = None) -> None:
+        exclusive = {lock_key(s) for s in subjects}
+        if not shared:
+            keys = sorted(exclusive)
+            if keys:
+                # One statement, keys in ascending order: two consumers can never wait on each
+                # other in a cycle for these locks.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY "
+                    "AS t(k, n) ORDER BY n", keys,
+                )
+            return
+        both = sorted(exclusive | {lock_key(s) for s in shared})
+        # The same, one ascending order over exclusive and shared keys together.
+        await conn.execute(
+            "SELECT CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) "
+            "END FROM unnest($1::bigint[], $2::bool[]) WITH ORDINALITY AS t(k, x, n) ORDER BY n",
+            both, [k in exclusive for k in both])
 
     async def _claim(self, conn: asyncpg.Connection, events: list[tuple[Incoming, bytes]],
                      result: BatchResult) -> list[Incoming]:
@@ -296,11 +334,14 @@ class Store:
             if not state.known(s):
                 wanted[s.kind].append(s.key)
         if wanted["user"]:
+            # An erased user's row holds `hmac:<pseudonym>` for the DID: found by that too.
+            erased = {erased_form(self.applier.pz.hash(d)): d for d in wanted["user"]}
             rows = await conn.fetch(
                 f"SELECT id, did, created_at, {', '.join(UserRow.UPDATE_COLUMNS)} "
-                "FROM users WHERE did = ANY($1::text[])", wanted["user"])
+                "FROM users WHERE did = ANY($1::text[])", [*wanted["user"], *erased])
             state.users.update(dict.fromkeys(wanted["user"]))
-            state.users.update({r["did"]: UserRow(**dict(r)) for r in rows})
+            state.users.update({erased.get(r["did"], r["did"]): UserRow(**dict(r))
+                                for r in rows})
         if wanted["credential"]:
             rows = await conn.fetch(
                 "SELECT c.id, c.user_id, u.did AS user_did, "
@@ -319,7 +360,8 @@ class Store:
             state.payments.update({str(r["id"]): PaymentRow(**dict(r)) for r in rows})
 
     async def _flush(self, conn: asyncpg.Connection, state: BatchState,
-                     unparked: list[uuid.UUID]) -> None:
+                     unparked: list[uuid.UUID], keys: BatchKeys) -> None:
+        await self.privacy.prepare(conn, state, keys)  # redact erased people, seal the new rows
         users = [r for r in state.users.values() if r is not None]
         creds = [r for r in state.credentials.values() if r is not None]
         pays = [r for r in state.payments.values() if r is not None]
@@ -346,6 +388,9 @@ class Store:
         # audit and applied are appended together (Applier.apply): row i came from applied[i].
         await self.audit.append(conn, state.audit,
                                 [(i.topic, i.partition) for i in state.applied])
+        # After the audit rows (they are redacted too) and before parking (parked payloads are
+        # redacted as they are stored, erased people of this batch included).
+        await self.privacy.finish(conn, state)
         await self._park(conn, state.to_park)
         if unparked:
             await conn.execute("UPDATE processed_events SET state = 'APPLIED' "
@@ -356,13 +401,18 @@ class Store:
         if not parked:
             return
         ids = [inc.event.event_id for inc, _ in parked]
+        # One look-up for both: payloads and (user) subject keys may name an erased person.
+        n = len(parked)
+        clean = await self.privacy.clean_payloads(
+            conn, [*(i.raw for i, _ in parked), *(s.key.encode() for _, s in parked)])
+        payloads, subject_keys = clean[:n], [(k or b"").decode() for k in clean[n:]]
         await conn.execute(
             "INSERT INTO parked_events (event_id, event_type, subject_type, subject_key, "
             "payload, topic, kafka_partition, kafka_offset, occurred_at) SELECT * FROM "
             "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], "
             "$7::int[], $8::bigint[], $9::timestamptz[]) ON CONFLICT (event_id) DO NOTHING",
             ids, [i.event.event_type for i, _ in parked], [s.kind for _, s in parked],
-            [s.key for _, s in parked], [i.raw for i, _ in parked], [i.topic for i, _ in parked],
+            subject_keys, payloads, [i.topic for i, _ in parked],
             [i.partition for i, _ in parked], [i.offset for i, _ in parked],
             [i.event.occurred_at for i, _ in parked],
         )
@@ -395,6 +445,12 @@ class Store:
 
     async def _insert_dead_letters(self, conn: asyncpg.Connection,
                                    dead: Sequence[DeadLetter]) -> None:
+        n = len(dead)
+        clean = await self.privacy.clean_payloads(  # an erased person's DID stays out
+            conn, [*(d.key for d in dead), *(d.value for d in dead),
+                   *(d.reason.encode() for d in dead)])
+        keys, values = clean[:n], clean[n:2 * n]
+        reasons = [(r or b"").decode() for r in clean[2 * n:]]
         await conn.execute(
             "INSERT INTO dead_letter_events (consumer_group, topic, kafka_partition, "
             "kafka_offset, message_key, raw_value, reason, event_id, event_type) "
@@ -402,8 +458,8 @@ class Store:
             "$6::bytea[], $7::text[], $8::uuid[], $9::text[]) "
             "ON CONFLICT ON CONSTRAINT uq_dead_letter_events_source DO NOTHING",
             self.group, [d.topic for d in dead], [d.partition for d in dead],
-            [d.offset for d in dead], [d.key for d in dead], [d.value for d in dead],
-            [d.reason for d in dead], [d.event_id for d in dead], [d.event_type for d in dead],
+            [d.offset for d in dead], keys, values,
+            reasons, [d.event_id for d in dead], [d.event_type for d in dead],
         )
 
     async def _check_not_moved(self, conn: asyncpg.Connection,

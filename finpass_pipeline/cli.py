@@ -24,6 +24,7 @@ from finpass_pipeline.errors import (
     UsageError,
     print_error,
 )
+from finpass_pipeline.privacy import cli as privacy_cli
 from finpass_pipeline.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -575,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_parser(sub)
     _add_analyst_parser(sub)
     _add_ops_parsers(sub)
+    privacy_cli.add_parser(sub)
 
     return parser
 

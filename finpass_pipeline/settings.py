@@ -7,6 +7,8 @@ exiting 2.
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -15,6 +17,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from finpass_pipeline.errors import UsageError
+from finpass_pipeline.privacy.crypto import (
+    DEV_MASTER_KEY,
+    DEV_MASTER_KEY_ID,
+    MasterKeyring,
+    parse_key,
+)
 
 if TYPE_CHECKING:
     from finpass_pipeline.audit.note import Signer
@@ -68,6 +76,14 @@ class Settings(BaseSettings):
     """How often the daemon's sealer looks for committed rows to seal."""
     audit_checkpoint_every_s: float | None = Field(default=None, gt=0)
     """When set, the daemon signs and records a checkpoint this often (needs a signing key)."""
+
+    # Personal data at rest (docs/privacy.md).
+    pii_master_key: SecretStr | None = None
+    """The master key (32 bytes, base64 or hex) that wraps every person's data key."""
+    pii_master_key_id: str = Field(default="m1", min_length=1, max_length=32,
+                                   pattern=r"^[A-Za-z0-9._-]+$")
+    pii_master_keys: SecretStr | None = None
+    """Older master keys, `id1:key1,id2:key2`: they still unwrap until `privacy rotate-key`."""
 
     # The transactional outbox (producers/outbox.py).
     outbox_database_url: str | None = None
@@ -188,6 +204,26 @@ class Settings(BaseSettings):
         keys[self.audit_hash_key_id] = current
         return keys
 
+    def pii_keyring(self) -> MasterKeyring:
+        """The master keyring. Outside dev mode a missing key is a configuration error; in dev
+        mode the dev key is used and a notice says so on stderr (once per process)."""
+        older = _older_pii_keys(self.pii_master_keys.get_secret_value()
+                                if self.pii_master_keys else "")
+        current = self.pii_master_key.get_secret_value() if self.pii_master_key else ""
+        if current:
+            key = _pii_key(current, "FINPASS_PII_MASTER_KEY")
+            if older.get(self.pii_master_key_id, key) != key:
+                raise ConfigError(f"FINPASS_PII_MASTER_KEYS gives key id "
+                                  f"{self.pii_master_key_id!r} another key than "
+                                  "FINPASS_PII_MASTER_KEY")
+            return MasterKeyring(self.pii_master_key_id, {**older, self.pii_master_key_id: key})
+        if not self.dev_mode:
+            raise ConfigError(
+                "FINPASS_PII_MASTER_KEY is not set (required unless FINPASS_DEV_MODE=true)")
+        _dev_key_notice()
+        return MasterKeyring(DEV_MASTER_KEY_ID, {**older, DEV_MASTER_KEY_ID: DEV_MASTER_KEY},
+                             dev=True)
+
     def checkpoint_key(self) -> bytes:
         """The key that signs audit checkpoints; a missing key is a configuration error."""
         if self.audit_checkpoint_key is not None and self.audit_checkpoint_key.get_secret_value():
@@ -204,6 +240,32 @@ class Settings(BaseSettings):
             return load_signer(self.audit_origin, self.audit_signing_key, self.dev_mode)
         except NoteError as e:
             raise ConfigError(str(e)) from None
+
+
+def _pii_key(text: str, name: str) -> bytes:
+    try:
+        return parse_key(text, name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _older_pii_keys(raw: str) -> dict[str, bytes]:
+    """`FINPASS_PII_MASTER_KEYS`: `id:key,...` (never echoing a key)."""
+    keys: dict[str, bytes] = {}
+    for n, item in enumerate((i.strip() for i in raw.split(",") if i.strip()), start=1):
+        key_id, sep, secret = item.partition(":")
+        if not sep or not key_id.strip() or len(key_id.strip()) > 32:
+            raise ConfigError(f"FINPASS_PII_MASTER_KEYS: entry {n} is not id:key "
+                              "(comma-separated, id at most 32 characters)")
+        keys[key_id.strip()] = _pii_key(secret, f"FINPASS_PII_MASTER_KEYS entry {n}")
+    return keys
+
+
+@functools.cache
+def _dev_key_notice() -> None:
+    print("finpass-pipeline: using the dev PII master key (FINPASS_DEV_MODE=true): personal "
+          "data is NOT protected; set FINPASS_PII_MASTER_KEY outside development",
+          file=sys.stderr, flush=True)
 
 
 class ConfigError(UsageError):

@@ -149,6 +149,8 @@ class _Simulation:
         elif roll < 0.79 and self.kyc_users:  # a verified user adds another credential
             user = rng.choice(self.kyc_users)
             event = self.issue(user, rng.choice(_CREDENTIAL_TYPES[1:]), f"req-{self.hex(12)}", at)
+        elif roll < 0.7915 and len(self.users) > 20:  # a customer asks to be forgotten
+            event = self.erase(rng.choice(self.users), at)
         else:
             event = None
         return event or self.seen(at, rng.choice(self.users), None)
@@ -207,9 +209,18 @@ class _Simulation:
                 self.later(self.after(at, 30, 300), partial(self.set_status, user, "ACTIVE"))
             elif roll < 0.6:
                 self.later(self.after(at, 30, 300), partial(self.set_status, user, "TERMINATED"))
+        elif status == "TERMINATED" and self.rng.random() < 0.5:
+            # Half the closed accounts ask to be forgotten; their later events (late logins,
+            # payments to them) are applied without their personal data.
+            self.later(self.after(at, 60, 600), partial(self.erase, user))
         return self.event("user.status_changed", at,
                           {"did": user.did, "status": status, "reason": reasons[status]},
                           correlation=f"ops-{self.hex(12)}", actor=_OPS)
+
+    def erase(self, user: _User, at: int) -> Event:
+        return self.event("user.erasure_requested", at,
+                          {"did": user.did, "reason": "right to erasure (GDPR Art. 17)"},
+                          correlation=f"dpo-{self.hex(12)}", actor=_OPS)
 
     def login(self, at: int) -> Event:
         rng, user = self.rng, self.rng.choice(self.users)

@@ -24,6 +24,7 @@ from finpass_pipeline.kafka import ensure_topics
 from finpass_pipeline.settings import Settings
 from producers import outbox
 from tests.support.pipeline_support import (
+    TEST_PII_MASTER_KEY,
     finpass_env,
     kafka_settings,
     make_settings,
@@ -108,6 +109,7 @@ def base_env(services: Services, topic_prefix: str) -> dict[str, str]:
         FINPASS_KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,
         FINPASS_TOPIC_PREFIX=topic_prefix,
         FINPASS_AUDIT_HASH_KEY="test-audit-key",
+        FINPASS_PII_MASTER_KEY=TEST_PII_MASTER_KEY,
         FINPASS_HTTP_PORT="0",
     )
 

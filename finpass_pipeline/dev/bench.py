@@ -42,10 +42,14 @@ from finpass_pipeline.dev.stack.local_kafka import LocalKafka
 from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
 from finpass_pipeline.kafka import domain_topics, ensure_topics
 from finpass_pipeline.migrations import migrate
+from finpass_pipeline.privacy.vault import Vault, blind_index_key
 from finpass_pipeline.settings import Settings
 
 GOALS = {"vs_ceiling": 0.70, "vs_naive": 5.0, "p99_ms": 250.0, "rss_mb": 150.0}
 
+
+BENCH_PII_MASTER_KEY = "YmVuY2gtb25seS1waWktbWFzdGVyLWtleS0zMmJ5dGU="
+"""The consumers' PII master key in a bench run (32 bytes, base64; bench data only)."""
 
 @dataclass
 class BenchResult:
@@ -199,6 +203,7 @@ class Bench:
                    FINPASS_KAFKA_BOOTSTRAP_SERVERS=s.kafka_bootstrap_servers,
                    FINPASS_TOPIC_PREFIX=s.topic_prefix, FINPASS_CONSUMER_GROUP=s.consumer_group,
                    FINPASS_AUDIT_HASH_KEY="bench-key", FINPASS_HTTP_PORT="0",
+                   FINPASS_PII_MASTER_KEY=BENCH_PII_MASTER_KEY,
                    FINPASS_LOG_LEVEL="warning")
         broker = LocalKafka(dev_home() / "kafka").pid()
         started = time.monotonic()
@@ -261,8 +266,10 @@ class Bench:
     async def naive(self, s: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
         pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=1)
         try:
-            store = Store(pool, s.consumer_group,
-                          Applier(Pseudonymizer(s.hash_key(), s.audit_hash_key_id)))
+            pz = Pseudonymizer(s.hash_key(), s.audit_hash_key_id)
+            store = Store(pool, s.consumer_group, Applier(pz), vault=Vault(
+                Settings(pii_master_key=SecretStr(BENCH_PII_MASTER_KEY)).pii_keyring(),
+                blind_index_key(pz)))
             t0 = time.monotonic()
             for offset, (suffix, _key, value) in enumerate(messages[: self.naive_n]):
                 inc = Incoming(parse_event(value), s.topic(suffix), 0, offset, value)

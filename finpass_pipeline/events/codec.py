@@ -39,6 +39,7 @@ from finpass_pipeline.events.models import (
     PaymentInitiated,
     PaymentInitiatedV1,
     PaymentRefunded,
+    UserErasureRequested,
     UserKycVerified,
     UserRegistered,
     UserSeen,
@@ -58,6 +59,7 @@ CurrentEvent = (
     | UserKycVerified
     | UserStatusChanged
     | UserSeen
+    | UserErasureRequested
     | CredentialIssued
     | CredentialRevoked
     | CredentialSuspended
@@ -87,6 +89,7 @@ WireEvent = Annotated[
     | UserKycVerified
     | UserStatusChanged
     | UserSeen
+    | UserErasureRequested
     | CredentialIssued
     | CredentialRevoked
     | CredentialSuspended
@@ -111,7 +114,7 @@ exactly and upcasts."""
 EVENT_TYPES: dict[str, type[EventBase]] = {
     cls.model_fields["event_type"].default: cls
     for cls in (
-        UserRegistered, UserKycVerified, UserStatusChanged, UserSeen,
+        UserRegistered, UserKycVerified, UserStatusChanged, UserSeen, UserErasureRequested,
         CredentialIssued, CredentialRevoked, CredentialSuspended, CredentialReinstated,
         CredentialExpired,
         PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRefunded,

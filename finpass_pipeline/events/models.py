@@ -277,6 +277,27 @@ class UserSeen(UserEvent):
     action = "SEEN"
 
 
+class UserErasureRequestedData(UserRefData):
+    """`user.erasure_requested` (CONTRACT.md §5 v1.1): erase the person's personal data."""
+
+    reason: Text500 | None = None
+
+
+class UserErasureRequested(UserEvent):
+    """A person exercised the right to erasure. Needs no user row (a DID that never registered
+    can still be erased: payments name DIDs without one); locks and loads the user."""
+
+    event_type: Literal["user.erasure_requested"] = "user.erasure_requested"
+    data: UserErasureRequestedData
+    action = "ERASE"
+
+    def requires(self) -> Subject | None:
+        return None
+
+    def subjects(self) -> list[Subject]:
+        return [Subject("user", self.data.did)]
+
+
 # --- credential.* ------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import pytest
 from finpass_pipeline.dev.stack import DevStack
 from finpass_pipeline.settings import Settings
 from tests.support.pipeline_support import (
+    TEST_PII_MASTER_KEY,
     count,
     fetch,
     finpass_env,
@@ -40,6 +41,7 @@ def consumer_env(s: Settings) -> dict[str, str]:
         FINPASS_TOPIC_PREFIX=s.topic_prefix,
         FINPASS_CONSUMER_GROUP=s.consumer_group,
         FINPASS_AUDIT_HASH_KEY="test-audit-key",
+        FINPASS_PII_MASTER_KEY=TEST_PII_MASTER_KEY,
         FINPASS_HTTP_PORT="0",
         FINPASS_LOG_FORMAT="json",
         FINPASS_BATCH_MAX_EVENTS="500",

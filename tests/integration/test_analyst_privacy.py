@@ -202,7 +202,7 @@ async def piped(settings: Settings) -> AsyncIterator[tuple[Settings, list[str]]]
     admin = await asyncpg.connect(settings.database_url)
     try:
         # The raw data is really there (else the test below would prove nothing).
-        assert await admin.fetchval("SELECT count(*) FROM users WHERE email IS NOT NULL") == 2
+        assert await admin.fetchval("SELECT count(*) FROM users WHERE email_enc IS NOT NULL") == 2
         assert await admin.fetchval("SELECT count(*) FROM audit_events WHERE ip_address = $1",
                                     PEOPLE[0].ip) > 3
         assert await admin.fetchval("SELECT count(*) FROM payments") == 2

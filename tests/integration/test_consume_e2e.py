@@ -9,6 +9,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from finpass_pipeline.settings import Settings
 from tests.support.builders import T0, ev, initiated, issued, registered
 from tests.support.pipeline_support import (
@@ -19,6 +21,7 @@ from tests.support.pipeline_support import (
     send_raw,
     wait_caught_up,
 )
+from tests.support.privacy import plain_users
 
 
 def pseudonym(did: str) -> str:
@@ -54,7 +57,12 @@ async def test_user_lifecycle_rows_and_audit(settings: Settings) -> None:
     async with running_daemon(settings):
         await wait_caught_up(settings, len(events))
     user = await one(settings, "SELECT * FROM users WHERE did = $1", did)
-    assert user["email"] == "alice@example.com" and user["phone"] == "+49 30 1234"
+    assert user["email"] is None and user["phone"] is None  # sealed (docs/privacy.md)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        assert (await plain_users(conn))[did] == ("alice@example.com", "+49 30 1234")
+    finally:
+        await conn.close()
     assert user["status"] == "SUSPENDED"
     assert user["kyc_verified"] is True
     assert user["kyc_verified_at"].isoformat() == "2026-11-01T10:05:00+00:00"

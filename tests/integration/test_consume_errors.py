@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from consumers.daemon import ConsumerDaemon
@@ -24,6 +25,7 @@ from tests.support.pipeline_support import (
     send_raw,
     wait_caught_up,
 )
+from tests.support.privacy import plain_users
 
 
 def valid_payment() -> dict[str, Any]:
@@ -186,8 +188,11 @@ async def test_rejected_registration_and_duplicate_subjects_are_audited(
     await send_events(settings, [first, second])
     async with running_daemon(settings):
         await wait_caught_up(settings, 2)
-    rows = await fetch(settings.database_url, "SELECT email FROM users")
-    assert [r["email"] for r in rows] == ["first@example.com"]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        assert await plain_users(conn) == {did: ("first@example.com", None)}
+    finally:
+        await conn.close()
     audit = await fetch(settings.database_url, "SELECT outcome, severity FROM audit_events "
                                                "WHERE event_id = $1", second.event_id)
     assert [(a["outcome"], a["severity"]) for a in audit] == [("REJECTED", "WARNING")]

@@ -8,7 +8,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.support.pipeline_support import cli
+from tests.support.pipeline_support import TEST_PII_MASTER_KEY, cli
 from tests.support.services import Services
 
 
@@ -59,7 +59,8 @@ def test_main_job_runs_end_to_end(fresh_db: str, services: Services, topic_prefi
         "FINPASS_DATABASE_URL": fresh_db,
         "FINPASS_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
         "FINPASS_TOPIC_PREFIX": topic_prefix, "FINPASS_HTTP_PORT": "0",
-        "FINPASS_AUDIT_HASH_KEY": "k", "FINPASS_CONSUMER_GROUP": f"demo-{uuid.uuid4().hex[:6]}"})
+        "FINPASS_AUDIT_HASH_KEY": "k", "FINPASS_PII_MASTER_KEY": TEST_PII_MASTER_KEY,
+        "FINPASS_CONSUMER_GROUP": f"demo-{uuid.uuid4().hex[:6]}"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "consumer stopped with SIGTERM: exit code 0" in result.stdout
     summary = dict(line.split()[:2] for line in result.stdout.split("What landed")[1]

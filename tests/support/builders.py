@@ -52,6 +52,7 @@ from finpass_pipeline.events import (
     PaymentInitiated,
     PaymentInitiatedV1,
     PaymentRefunded,
+    UserErasureRequested,
     UserKycVerified,
     UserRegistered,
     UserSeen,
@@ -133,6 +134,12 @@ def user_status_changed(
 def user_seen(did: str | None = None, **overrides: Any) -> UserSeen:
     """`user.seen`."""
     return build(UserSeen, {"did": did or new_did()}, overrides)
+
+
+def user_erasure_requested(did: str | None = None, **overrides: Any) -> UserErasureRequested:
+    """`user.erasure_requested`."""
+    data = {"did": did or new_did(), "reason": "GDPR Art. 17 request"}
+    return build(UserErasureRequested, data, overrides)
 
 
 # --- credential.* ------------------------------------------------------------------------------
@@ -298,6 +305,7 @@ FACTORIES: dict[str, Callable[..., EventBase]] = {
     "user.kyc_verified": user_kyc_verified,
     "user.status_changed": user_status_changed,
     "user.seen": user_seen,
+    "user.erasure_requested": user_erasure_requested,
     "credential.issued": credential_issued,
     "credential.revoked": credential_revoked,
     "credential.suspended": credential_suspended,
@@ -368,6 +376,7 @@ NEW_EVENT_DATA: dict[str, dict[str, Any]] = {
     "user.kyc_verified": {"did": PUBLISHER_DID},
     "user.status_changed": {"did": PUBLISHER_DID, "status": "SUSPENDED", "reason": "review"},
     "user.seen": {"did": PUBLISHER_DID},
+    "user.erasure_requested": {"did": PUBLISHER_DID, "reason": "GDPR Art. 17 request"},
     "credential.issued": {"credential_id": PUBLISHER_CREDENTIAL, "user_did": PUBLISHER_DID,
                           "issuer_id": "did:web:issuer.example", "credential_type": "KYC",
                           "credential_jwt": "header.payload.signature"},

@@ -33,6 +33,9 @@ from finpass_pipeline.settings import Settings
 from producers.publisher import new_event
 from tests.support import REPO_ROOT
 
+TEST_PII_MASTER_KEY = "dGVzdC1vbmx5LXBpaS1tYXN0ZXIta2V5LTMyYnl0ZXM="
+"""The tests' PII master key (32 bytes, base64; `FINPASS_PII_MASTER_KEY`)."""
+
 
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
@@ -48,6 +51,7 @@ def make_settings(database_url: str, bootstrap: str, prefix: str, **overrides: A
         "topic_prefix": prefix,
         "consumer_group": f"g-{uuid.uuid4().hex[:10]}",
         "audit_hash_key": "test-audit-key",
+        "pii_master_key": TEST_PII_MASTER_KEY,
         "http_port": 0,
         "topic_partitions": 3,
     }

@@ -47,6 +47,7 @@ DATA_REQUIRED = {
     "user.kyc_verified": {"did"},
     "user.status_changed": {"did", "status"},
     "user.seen": {"did"},
+    "user.erasure_requested": {"did"},
     "credential.issued": {"credential_id", "user_did", "issuer_id", "credential_type",
                           "credential_jwt"},
     "credential.revoked": {"credential_id", "reason"},

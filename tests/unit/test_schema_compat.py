@@ -22,6 +22,7 @@ from pydantic import BaseModel, StringConstraints, create_model
 from finpass_pipeline.events import (
     PaymentInitiatedDataV1,
     PaymentInitiatedV1,
+    event_versions,
 )
 from finpass_pipeline.events.compat import Incompatibility, check, check_directory, load_committed
 from finpass_pipeline.events.schema_export import event_schemas, render, schema_of
@@ -55,7 +56,8 @@ def test_the_models_accept_every_committed_schema() -> None:
     result = check_directory(COMMITTED)
     assert result.incompatible == []
     assert result.notices == []
-    assert result.checked == len(list(COMMITTED.glob("*.v*.schema.json"))) == 18
+    versions = sum(len(v) for v in event_versions().values())
+    assert result.checked == len(list(COMMITTED.glob("*.v*.schema.json"))) == versions
 
 
 def test_a_removed_field_fails_naming_it() -> None:
@@ -115,7 +117,9 @@ def test_the_command_fails_with_the_field_and_passes_on_main(tmp_path: Path) -> 
     (here: a field the models lack) fails the command, exit 1, naming it."""
     ok = _cli(COMMITTED)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "ok: the models accept everything the 18 committed schema version(s)" in ok.stdout
+    versions = len(list(COMMITTED.glob("*.v*.schema.json")))
+    assert f"ok: the models accept everything the {versions} committed schema version(s)" in (
+        ok.stdout)
     shutil.copytree(COMMITTED, tmp_path / "schemas")
     path = tmp_path / "schemas" / f"{V1}.schema.json"
     promised = json.loads(path.read_text("utf-8"))
