@@ -298,8 +298,12 @@ async def test_three_consumers_one_killed_one_added(settings: Settings,
 
 
 CHECKSUM_SQL = {
-    "users": "SELECT md5(string_agg(u::text, '|' ORDER BY id)) FROM users u",
-    "credentials": "SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM credentials c",
+    # Sealed columns (AES-GCM, a random nonce per write) differ on every write by design; their
+    # plaintext is compared through the blind indexes and credential_hash, which stay.
+    "users": "SELECT md5(string_agg((to_jsonb(u) - 'email_enc' - 'phone_enc')::text, '|' "
+             "ORDER BY id)) FROM users u",
+    "credentials": "SELECT md5(string_agg((to_jsonb(c) - 'credential_jwt_enc')::text, '|' "
+                   "ORDER BY id)) FROM credentials c",
     "credential_status": "SELECT md5(string_agg(s::text, '|' ORDER BY id)) "
                          "FROM credential_status s",
     "payments": "SELECT md5(string_agg(p::text, '|' ORDER BY id)) FROM payments p",
