@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what finpass-pipeline needs on a fresh Debian machine: PostgreSQL 15 server binaries,
-# Java 17+ and Maven (for the Kafka broker's jars), and the project's virtualenv. Idempotent:
+# Java 17+ and Maven (for the Kafka broker's jars), Go (the tests' independent audit-proof
+# verifier, tests/verifier; an older Debian Go fetches the go.mod toolchain from the module
+# proxy), and the project's virtualenv. Idempotent:
 # a second run only checks. Run as root for the system packages (or install them yourself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,7 @@ need=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql-15)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+command -v go >/dev/null || need+=(golang-go)
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing system packages: ${need[*]} (install them, e.g. sudo apt-get install -y ${need[*]})" >&2
