@@ -89,18 +89,17 @@ class Planner:
                       rec.timestamp, wire)
 
     def _check(self, rec: ConsumerRecord) -> tuple[Event | None, EventBase | None, str | None]:
-        event, wire, reason = self._decode(rec)
-        return event, (wire if wire is not event else None), reason
-
-    def _decode(self, rec: ConsumerRecord) -> tuple[Event | None, EventBase | None, str | None]:
+        """(the event in its current version, the event as sent when that was an older
+        version, why it is a dead letter)."""
         value: bytes | None = rec.value
         if value is None:
             return None, None, "empty message (tombstone)"
         try:
-            wire = parse_wire(value)
+            sent = parse_wire(value)
         except InvalidEventError as e:
             return None, None, e.reason
-        event = upcast(wire)
+        event = upcast(sent)
+        wire = sent if sent is not event else None
         expected = self.prefix + topic_suffix(event.event_type)
         if rec.topic != expected:
             return event, wire, (f"event_type {event.event_type!r} belongs on topic "

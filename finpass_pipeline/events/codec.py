@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Union, get_args
 
 import jiter
 from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
@@ -46,7 +46,13 @@ from finpass_pipeline.events.models import (
     UserStatusChanged,
 )
 from finpass_pipeline.events.money import MONEY_ERROR, MONEY_FIELDS, MONEY_TOTAL, explain
-from finpass_pipeline.events.wire_types import NO_NUL, TIMESTAMP_PATTERN, VERSION_TAGS, version_tag
+from finpass_pipeline.events.wire_types import (
+    NO_NUL,
+    TIMESTAMP_PATTERN,
+    VERSION_TAGS,
+    schema_version_of,
+    version_tag,
+)
 
 MAX_EVENT_BYTES = 1_048_576
 """A message value larger than this is invalid (and goes to the dead-letter topic)."""
@@ -78,50 +84,9 @@ CurrentEvent = (
 Event = Annotated[CurrentEvent, Field(discriminator="event_type")]
 """Any valid event in the current version of its type; `event_type` selects the model."""
 
-PaymentInitiatedAnyVersion = Annotated[
-    Annotated[PaymentInitiatedV1, Tag("v1")] | Annotated[PaymentInitiated, Tag("v2")],
-    Discriminator(version_tag, custom_error_type="schema_version",
-                  custom_error_message="must be the number 1 or 2"),
-]
-
-WireEvent = Annotated[
-    UserRegistered
-    | UserKycVerified
-    | UserStatusChanged
-    | UserSeen
-    | UserErasureRequested
-    | CredentialIssued
-    | CredentialRevoked
-    | CredentialSuspended
-    | CredentialReinstated
-    | CredentialExpired
-    | PaymentInitiatedAnyVersion
-    | PaymentAuthorized
-    | PaymentCaptured
-    | PaymentFailed
-    | PaymentRefunded
-    | PaymentCancelled
-    | LoginSucceeded
-    | LoginFailed,
-    Field(discriminator="event_type"),
-]
-"""Any valid event in any supported version: what the wire may carry."""
-
-EVENT_ADAPTER: TypeAdapter[WireEvent] = TypeAdapter(WireEvent)
-"""Validates and serialises any version; prefer `parse_event`, which also reads JSON money
-exactly and upcasts."""
-
 EVENT_TYPES: dict[str, type[EventBase]] = {
-    cls.model_fields["event_type"].default: cls
-    for cls in (
-        UserRegistered, UserKycVerified, UserStatusChanged, UserSeen, UserErasureRequested,
-        CredentialIssued, CredentialRevoked, CredentialSuspended, CredentialReinstated,
-        CredentialExpired,
-        PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRefunded,
-        PaymentCancelled,
-        LoginSucceeded, LoginFailed,
-    )
-}  # fmt: skip
+    cls.model_fields["event_type"].default: cls for cls in get_args(CurrentEvent)
+}
 """`event_type` string -> the current model class, in contract order."""
 
 OLDER_VERSIONS: dict[str, dict[int, type[EventBase]]] = {
@@ -129,12 +94,35 @@ OLDER_VERSIONS: dict[str, dict[int, type[EventBase]]] = {
 }
 """Versions still accepted besides the current one, by type and `schema_version`."""
 
-
 CURRENT_VERSIONS: dict[str, int] = {
-    event_type: model.model_json_schema()["properties"]["schema_version"]["const"]
-    for event_type, model in EVENT_TYPES.items()
+    event_type: schema_version_of(model) for event_type, model in EVENT_TYPES.items()
 }
 """`event_type` -> the `schema_version` of its current model (what our producers send)."""
+
+
+def _any_version(event_type: str, current: type[EventBase]) -> Any:
+    # A type with older versions is a union of them, told apart by `schema_version`.
+    older = OLDER_VERSIONS.get(event_type)
+    if not older:
+        return current
+    versions = {**older, CURRENT_VERSIONS[event_type]: current}
+    choices = tuple(Annotated[m, Tag(f"v{v}")] for v, m in sorted(versions.items()))
+    allowed = " or ".join(str(v) for v in sorted(versions))
+    return Annotated[Union[choices], Discriminator(  # noqa: UP007 (built at run time)
+        version_tag, custom_error_type="schema_version",
+        custom_error_message=f"must be the number {allowed}")]
+
+
+WireEvent: Any = Annotated[
+    Union[tuple(_any_version(t, m) for t, m in EVENT_TYPES.items())],  # noqa: UP007
+    Field(discriminator="event_type"),
+]
+"""Any valid event in any supported version: what the wire may carry (built from `Event` and
+`OLDER_VERSIONS`, so a type added to one is on the wire too)."""
+
+EVENT_ADAPTER: TypeAdapter[EventBase] = TypeAdapter(WireEvent)
+"""Validates and serialises any version; prefer `parse_event`, which also reads JSON money
+exactly and upcasts."""
 
 
 def event_versions() -> dict[str, dict[int, type[EventBase]]]:

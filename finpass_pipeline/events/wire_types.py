@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
@@ -182,6 +182,14 @@ SchemaVersion = Annotated[int, _SchemaVersionSchema]
 
 SchemaVersion2 = Annotated[int, _SchemaVersion2Schema]
 """`schema_version`: the number 2 (`payment.initiated` v2)."""
+
+
+def schema_version_of(model: type[BaseModel]) -> int:
+    """The `schema_version` an event model is fixed to (1, or 2 for `SchemaVersion2`)."""
+    for item in model.model_fields["schema_version"].metadata:
+        if isinstance(item, type) and issubclass(item, _SchemaVersionSchema):
+            return item.version
+    raise TypeError(f"{model.__name__}.schema_version is not a SchemaVersion")
 
 
 def version_tag(value: Any) -> str | None:

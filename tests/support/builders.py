@@ -58,6 +58,7 @@ from finpass_pipeline.events import (
     UserSeen,
     UserStatusChanged,
 )
+from finpass_pipeline.events.wire_types import schema_version_of
 
 E = TypeVar("E", bound=EventBase)
 
@@ -93,7 +94,7 @@ def build(cls: type[E], data: dict[str, Any], overrides: dict[str, Any]) -> E:
     """Validate an event of `cls` from default `data`, applying envelope and data overrides."""
     envelope: dict[str, Any] = {
         "event_id": new_id(),
-        "schema_version": cls.model_json_schema()["properties"]["schema_version"]["const"],
+        "schema_version": schema_version_of(cls),
         "occurred_at": datetime.now(UTC),
         "correlation_id": f"corr-{uuid4().hex[:12]}",
         "source_system": "finpass-tests",
@@ -320,7 +321,13 @@ FACTORIES: dict[str, Callable[..., EventBase]] = {
     "auth.login_succeeded": login_succeeded,
     "auth.login_failed": login_failed,
 }
-"""`event_type` -> its factory, in contract order."""
+"""`event_type` -> its factory, in contract order (`payment.initiated` in v1, as upstream
+sends it)."""
+
+CURRENT_FACTORIES: dict[str, Callable[..., EventBase]] = {
+    **FACTORIES, "payment.initiated": payment_initiated_v2,
+}
+"""`event_type` -> a factory of its current version (`payment.initiated` in v2)."""
 
 
 # --- compact builders on a fixed clock (consumer tests) ----------------------------------------

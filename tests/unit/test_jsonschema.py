@@ -26,15 +26,13 @@ from finpass_pipeline.events.schema_export import export_schemas, versioned
 from finpass_pipeline.events.wire_types import JSON_VALUE_DEF
 from tests.support import REPO_ROOT
 from tests.support.builders import (
-    FACTORIES,
+    CURRENT_FACTORIES,
     payment_initiated,
     payment_initiated_v2,
     user_registered,
 )
 
 COMMITTED = REPO_ROOT / "docs" / "schemas"
-CURRENT = {**FACTORIES, "payment.initiated": payment_initiated_v2}
-"""A factory of each type's current version (`FACTORIES` builds payment.initiated in v1)."""
 
 ENVELOPE_REQUIRED = {
     "event_id", "event_type", "schema_version", "occurred_at", "correlation_id", "source_system",
@@ -138,7 +136,7 @@ def test_type_schema_requires_the_contract_fields(event_type: str) -> None:
     assert set(data.get("required", [])) == DATA_REQUIRED[event_type]
     # Unknown data fields are allowed (kept in metadata): any JSON value without U+0000.
     assert data["additionalProperties"] == {"$ref": f"#/$defs/{JSON_VALUE_DEF}"}
-    document = json.loads(serialize_event(CURRENT[event_type]()))
+    document = json.loads(serialize_event(CURRENT_FACTORIES[event_type]()))
     document["data"]["x_newer_field"] = {"nested": [1, "two", None]}
     assert violations(event_type, document) == []
 
@@ -191,7 +189,7 @@ def test_money_schema_is_a_decimal_string_or_a_number() -> None:
 @pytest.mark.parametrize("event_type", list(EVENT_TYPES))
 def test_examples_conform_to_their_schemas(event_type: str) -> None:
     """A valid example of each type conforms to its own schema and to the envelope schema."""
-    document = json.loads(serialize_event(CURRENT[event_type]()))
+    document = json.loads(serialize_event(CURRENT_FACTORIES[event_type]()))
     assert violations(event_type, document) == []
     assert violations("envelope", document) == []
 
