@@ -27,6 +27,7 @@ from finpass_pipeline.audit.record import (
     to_json,
 )
 from finpass_pipeline.events import (
+    EVENT_TYPES,
     CredentialExpired,
     CredentialIssued,
     CredentialReinstated,
@@ -396,62 +397,85 @@ class Applier:
         return text
 
     def _audit_row(self, e: Event, effect: _Effect) -> AuditRow:
+        # The hot path's biggest Python step: plain locals, positional construction, and the
+        # free-text check inlined (`_fit` only for text that mentions a DID or is too long).
         actor = e.actor
-        session = e.session_id()
-        details = dict(effect.details or {})
-        extra = e.data.extra_fields()
+        details = dict(effect.details) if effect.details else {}
+        extra = e.data.__pydantic_extra__
         if extra:
-            details["extra"] = extra
+            details["extra"] = dict(extra)
         if e.causation_id:
             details["causation_id"] = str(e.causation_id)
         overflow: dict[str, str] = {}
-        scrub = self.pz.scrub_text
-
-        def fit(column: str, text: str | None) -> str | None:
-            """Free text from the event may mention a DID; its pseudonym is longer (`hmac:` and
-            64 hex), so text that fitted its column may no longer fit. The column keeps a
-            marked prefix, `details.full_text` the whole (pseudonymised) text: the event is
-            applied, nothing is lost, and the database never refuses the row."""
-            if text is None:
-                return None
-            clean = scrub(text)
-            width = AUDIT_TEXT_WIDTHS[column]
-            if len(clean) <= width:
-                return clean
-            overflow[column] = clean
-            return clean[:width - len(TRUNCATION_MARK)] + TRUNCATION_MARK
-
-        row = AuditRow(
-            # One audit row per event: the event id is a natural, replay-stable row id.
-            id=e.event_id, event_type=audit_event_type(e.event_type),
-            user_id_hash=(effect.subject_hash if effect.subject_hash is not None
-                          else pseudonym_of(self.pz, effect.subject_did)
-                          if effect.subject_did else None),
-            session_id=fit("session_id", session),
-            ip_address=actor.ip_address if actor else None,
-            user_agent=fit("user_agent", actor.user_agent) if actor else None,
-            tenant_id=fit("tenant_id", e.tenant_id),
-            resource_id=fit("resource_id", effect.resource_id),
-            resource_type=effect.resource_type,
-            action=e.action, outcome=effect.outcome, severity=effect.severity,
-            description=fit("description", effect.description), details=None,
-            previous_values=to_json(effect.previous), new_values=to_json(effect.new),
-            performed_by=self.pz.maybe(actor.did if actor else None),
-            performed_by_role=fit("performed_by_role", actor.role) if actor else None,
-            source_system=e.source_system, correlation_id=e.correlation_id, request_id=None,
-            error_code=effect.error_code,
-            error_message=fit("error_message", effect.error_message),
-            geolocation=fit("geolocation", actor.geolocation) if actor else None,
-            device_fingerprint=fit("device_fingerprint", actor.device_fingerprint)
-            if actor else None,
-            retention_days=(RETENTION_DAYS_SECURITY if e.event_type.startswith("auth.")
-                            else RETENTION_DAYS_DEFAULT),
-            event_id=e.event_id, occurred_at=e.occurred_at, hash_key_id=self.pz.key_id,
-        )
+        session = e.session_id()
+        if session is not None and ("did:" in session or len(session) > _W_SESSION):
+            session = self._fit("session_id", session, overflow)
+        tenant = e.tenant_id
+        if tenant is not None and ("did:" in tenant or len(tenant) > _W_TENANT):
+            tenant = self._fit("tenant_id", tenant, overflow)
+        resource = effect.resource_id
+        if resource is not None and ("did:" in resource or len(resource) > _W_RESOURCE):
+            resource = self._fit("resource_id", resource, overflow)
+        description = effect.description
+        if description is not None and ("did:" in description or len(description) > _W_DESCRIPTION):
+            description = self._fit("description", description, overflow)
+        error = effect.error_message
+        if error is not None and ("did:" in error or len(error) > _W_ERROR):
+            error = self._fit("error_message", error, overflow)
+        if actor is not None:
+            ip = actor.ip_address
+            agent, role = actor.user_agent, actor.role
+            geo, device = actor.geolocation, actor.device_fingerprint
+            if agent is not None and ("did:" in agent or len(agent) > _W_AGENT):
+                agent = self._fit("user_agent", agent, overflow)
+            if role is not None and ("did:" in role or len(role) > _W_ROLE):
+                role = self._fit("performed_by_role", role, overflow)
+            if geo is not None and ("did:" in geo or len(geo) > _W_GEO):
+                geo = self._fit("geolocation", geo, overflow)
+            if device is not None and ("did:" in device or len(device) > _W_DEVICE):
+                device = self._fit("device_fingerprint", device, overflow)
+            by = self.pz.hash(actor.did) if actor.did else None
+        else:
+            ip = agent = role = geo = device = by = None
+        subject = effect.subject_hash
+        if subject is None and effect.subject_did:
+            subject = pseudonym_of(self.pz, effect.subject_did)
         if overflow:
             details["full_text"] = overflow
-        row.details = self._details_json(details)
-        return row
+        event_type = e.event_type
+        # One audit row per event: the event id is a natural, replay-stable row id.
+        return AuditRow(
+            e.event_id, _AUDIT_TYPES.get(event_type) or audit_event_type(event_type), subject,
+            session, ip, agent, tenant, resource, effect.resource_type, e.action,
+            effect.outcome, effect.severity, description,
+            self._details_json(details) if details else None,
+            to_json(effect.previous), to_json(effect.new), by, role, e.source_system,
+            e.correlation_id, None, effect.error_code, error, geo, device,
+            RETENTION_DAYS_SECURITY if event_type.startswith("auth.")
+            else RETENTION_DAYS_DEFAULT,
+            e.event_id, e.occurred_at, self.pz.key_id)
+
+    def _fit(self, column: str, text: str, overflow: dict[str, str]) -> str:
+        """Free text from the event may mention a DID; its pseudonym is longer (`hmac:` and 64
+        hex), so text that fitted its column may no longer fit. The column keeps a marked
+        prefix, `details.full_text` the whole (pseudonymised) text: the event is applied,
+        nothing is lost, and the database never refuses the row."""
+        clean = self.pz.scrub_text(text)
+        width = AUDIT_TEXT_WIDTHS[column]
+        if len(clean) <= width:
+            return clean
+        overflow[column] = clean
+        return clean[:width - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+
+# The widths `_audit_row` checks inline (the fast path: text that fits and names no DID).
+(_W_SESSION, _W_TENANT, _W_RESOURCE, _W_DESCRIPTION, _W_ERROR, _W_AGENT, _W_ROLE, _W_GEO,
+ _W_DEVICE) = (AUDIT_TEXT_WIDTHS[c] for c in (
+     "session_id", "tenant_id", "resource_id", "description", "error_message", "user_agent",
+     "performed_by_role", "geolocation", "device_fingerprint"))
+
+_AUDIT_TYPES: dict[str, str] = {t: audit_event_type(t) for t in EVENT_TYPES}
+"""`audit_events.event_type` of every event type, computed once."""
 
 
 @dataclass(slots=True)

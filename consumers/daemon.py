@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from consumers import gc_tuning
 from consumers.apply import Applier
 from consumers.committer import Committer
 from consumers.dead_letters import DLQ_MAX_REQUEST_BYTES, DeadLetterSender
@@ -127,6 +128,7 @@ class ConsumerDaemon:
             if clients is None:
                 return 0
             consumer, producer = clients
+            gc_tuning.freeze_startup_heap()  # after start-up, before the first batch
             # Leaving the group on the way out moves the partitions at once.
             resources.push_async_callback(producer.stop)
             resources.push_async_callback(consumer.stop)
@@ -305,5 +307,6 @@ async def main(settings: Settings) -> int:
     """Entry point of `finpass-pipeline consume`."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    gc_tuning.tune_for_batches()
     daemon = ConsumerDaemon(settings)
     return await daemon.run(stop)

@@ -146,6 +146,11 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging(settings.log_format, settings.log_level)
     settings.hash_key()  # a missing key is a configuration error: exit 2 before connecting
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(consume_main(settings))
     return asyncio.run(consume_main(settings))
 
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1, le=32)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = Field(default="info", pattern="^(?i)(debug|info|warning|error)$")
+    event_loop: str = Field(default="uvloop", pattern="^(uvloop|asyncio)$")
+    """The consumer daemon's event loop: uvloop (libuv; less CPU per batch, docs/performance.md)
+    or the standard library's."""
 
     # The audit log you can prove (docs/audit.md).
     database_role: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
