@@ -117,6 +117,8 @@ class Bench:
             "consumer_group": f"bench-{self.stamp}-{name}",
             "http_port": 0,
             "audit_hash_key": SecretStr("bench-key"),
+            # The in-process latency daemon needs one too (outside dev mode it is required).
+            "pii_master_key": SecretStr(BENCH_PII_MASTER_KEY),
         })
         await migrate(s.database_url)
         return s
@@ -372,6 +374,7 @@ async def wait_committed(conn: asyncpg.Connection, n: int, check: Callable[[], N
     died; `on_first(committed)` runs when the first commit is seen. Returns (events/s from the
     first commit on, the time the last one was seen)."""
     first: tuple[float, int] | None = None
+    shown, shown_at = 0, 0.0
     while True:
         done = int(await conn.fetchval(
             "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
@@ -384,8 +387,9 @@ async def wait_committed(conn: asyncpg.Connection, n: int, check: Callable[[], N
             assert first is not None  # noqa: S101  (done > 0 here)
             return (n - first[1]) / max(now - first[0], 1e-9), now
         check()
-        if say is not None:
-            say(f"  pipeline: {done:,}/{n:,}")
+        if say is not None and done != shown and now - shown_at >= 1.0:
+            say(f"  pipeline: {done:,}/{n:,}")  # once a second at most, and only progress
+            shown, shown_at = done, now
         await asyncio.sleep(interval)
 
 
