@@ -56,6 +56,13 @@ def event_dids(event: Event) -> set[str]:
     return found
 
 
+def incoming_dids(inc: Incoming) -> set[str]:
+    """`event_dids` of an incoming event, computed once (a batch asks twice: locks, keys)."""
+    if inc.dids is None:
+        inc.dids = event_dids(inc.event)
+    return inc.dids
+
+
 async def _erase_audit_rows(conn: asyncpg.Connection, pseudonym: str) -> int:
     """Redact the person's audit rows: their personal columns and salts become NULL, their
     digests stay, so `audit verify` and every Merkle proof still hold (docs/audit.md §6)."""
@@ -76,7 +83,7 @@ class BatchPrivacy:
                     events: Iterable[Incoming]) -> BatchKeys:
         dids: set[str] = set()
         for inc in events:
-            dids |= event_dids(inc.event)
+            dids |= incoming_dids(inc)
         keys = await self.vault.load(conn, {self.pz.hash(d) for d in dids})
         state.erased |= keys.erased
         # Rows already erased hold `hmac:<pseudonym>`: their people are erased too, though the

@@ -48,6 +48,8 @@ class Incoming:
     key: bytes | None = None
     wire: EventBase | None = None
     """The event as sent, when that was an older version: what an identical re-send repeats."""
+    dids: set[str] | None = None
+    """The DIDs the event names, once asked (`consumers.privacy.incoming_dids`)."""
 
 
 @dataclass(slots=True)

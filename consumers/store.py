@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from consumers.apply import Applier, BatchState
-from consumers.privacy import BatchPrivacy, event_dids
+from consumers.privacy import BatchPrivacy, incoming_dids
 from consumers.records import DeadLetter, Incoming, PartitionProgress, TopicPartition
 from consumers.rows import CredentialRow, PaymentRow, UserRow, inserts
 from finpass_pipeline.audit.chain import AuditWriter
@@ -182,7 +182,7 @@ class Store:
         # each other.
         locked = {s for subjects in about.values() for s in subjects}
         await self._lock(locked, conn, shared={
-            Subject("user", d) for inc, _ in fresh for d in event_dids(inc.event)} - locked)
+            Subject("user", d) for inc, _ in fresh for d in incoming_dids(inc)} - locked)
         claimed = await self._claim(conn, fresh, result)
         state = BatchState()
         await self._load(conn, state, {s for inc in claimed for s in about[inc.event.event_id]})

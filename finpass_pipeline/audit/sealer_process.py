@@ -49,6 +49,10 @@ def _child(config: SealerConfig, parent: int) -> None:
     asyncio.run(_child_main(config, parent))
 
 
+SEALER_APPLICATION = "finpass-sealer"
+"""`application_name` of the sealer process's connections."""
+
+
 async def _child_main(config: SealerConfig, parent: int) -> None:
     from finpass_pipeline.audit.note import load_signer
     from finpass_pipeline.audit.sealer import run_sealer
@@ -69,7 +73,9 @@ async def _child_main(config: SealerConfig, parent: int) -> None:
 
     signer = load_signer(config.origin, config.key_path, config.dev_mode) \
         if config.checkpoint_every_s else None
-    pool = await create_pool(config.database_url, role=config.role, max_size=2)
+    # Named, so that the sealer's backend can be told from the consumer's (`bench`'s CPU split).
+    pool = await create_pool(config.database_url, role=config.role, max_size=2,
+                             server_settings={"application_name": SEALER_APPLICATION})
     watcher = asyncio.create_task(watch_parent())
     try:
         await run_sealer(pool, stop, config.every_s, signer, config.checkpoint_every_s)

@@ -35,6 +35,7 @@ from consumers.rows import inserts
 from consumers.store import Store
 from finpass_pipeline.audit.pseudonym import Pseudonymizer
 from finpass_pipeline.audit.record import AUDIT_COLUMNS
+from finpass_pipeline.audit.sealer_process import SEALER_APPLICATION
 from finpass_pipeline.db import create_database, drop_database
 from finpass_pipeline.dev import cpu
 from finpass_pipeline.dev.stack import dev_home
@@ -69,8 +70,8 @@ class BenchResult:
     prefilled_audit_rows: int = 0
     cpu_us_per_event: dict[str, float | None] = field(default_factory=dict)
     """CPU µs per event during (c), from /proc: the consumer process(es), their PostgreSQL
-    backends, the broker (None when it is not the local `dev up` broker); and the PostgreSQL
-    backend of the database ceiling (a)."""
+    backends, the Merkle sealer process(es) and their backends, the broker (None when it is not
+    the local `dev up` broker); and the PostgreSQL backend of the database ceiling (a)."""
 
     @property
     def vs_ceiling(self) -> float:
@@ -245,10 +246,17 @@ class Bench:
                             ) -> dict[str, dict[int, float]]:
         """CPU seconds so far of each consumer process, each PostgreSQL backend connected to the
         run's database (but this one), and the local broker."""
-        backends = [int(r["pid"]) for r in await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()")]
-        groups = {"consumer": consumers, "postgres": backends, "broker": [broker] if broker else []}
+        rows = await conn.fetch(
+            "SELECT pid, application_name = $1 AS sealer FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()", SEALER_APPLICATION)
+        groups = {
+            "consumer": consumers,
+            "postgres": [int(r["pid"]) for r in rows if not r["sealer"]],
+            # The Merkle sealer (a child process of each consumer) and its backend, apart.
+            "sealer": [c for pid in consumers for c in cpu.children(pid)],
+            "sealer_postgres": [int(r["pid"]) for r in rows if r["sealer"]],
+            "broker": [broker] if broker else [],
+        }
         return {name: {pid: used for pid in pids if (used := cpu.cpu_seconds(pid)) is not None}
                 for name, pids in groups.items()}
 
@@ -457,7 +465,8 @@ def render(r: BenchResult) -> str:
         f"consumer peak RSS                {r.consumer_peak_rss_mb:>10.1f} MB  goal <= "
         f"{GOALS['rss_mb']:.0f} MB  {mark(ok['rss'])}",
         "CPU µs per event, (c): " + ", ".join(
-            f"{name} {_us(cpu.get(name))}" for name in ("consumer", "postgres", "broker"))
+            f"{name} {_us(cpu.get(name))}" for name in (
+                "consumer", "postgres", "sealer", "sealer_postgres", "broker"))
         + f"; (a) ceiling postgres {_us(cpu.get('ceiling_postgres'))}",
     ]
     return "\n".join(lines)

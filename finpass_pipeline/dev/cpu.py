@@ -28,3 +28,14 @@ def parse_stat(stat: str) -> float:
 def total(pids: list[int]) -> float:
     """Sum of `cpu_seconds` over `pids` (gone ones count 0)."""
     return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (its threads' `children` lists; empty when gone)."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.extend(int(c) for c in (task / "children").read_text().split())
+    except OSError:
+        pass
+    return found
