@@ -269,7 +269,7 @@ class Applier:
 
     def _credential_issued(self, state: BatchState, e: CredentialIssued) -> _Effect:
         d = e.data
-        key = str(d.credential_id)
+        key = d.subject_key
         user = self._user(state, d.user_did)
         if state.credentials.get(key) is not None:
             return _rejected("CREDENTIAL", key, d.user_did, "DUPLICATE_CREDENTIAL",
@@ -299,7 +299,7 @@ class Applier:
 
     def _credential_transition(self, state: BatchState, e: CredentialTransition) -> _Effect:
         d = e.data
-        key = str(d.credential_id)
+        key = d.subject_key
         row = state.credentials[key]
         assert row is not None  # noqa: S101  (parked otherwise)
         allowed, target = CREDENTIAL_TRANSITIONS[e.event_type]
@@ -324,7 +324,7 @@ class Applier:
 
     def _payment_initiated(self, state: BatchState, e: PaymentInitiated) -> _Effect:
         d = e.data
-        key = str(d.payment_id)
+        key = d.subject_key
         if state.payments.get(key) is not None:
             return _rejected("PAYMENT", key, d.payer_did, "DUPLICATE_PAYMENT",
                              "payment already initiated")
@@ -352,7 +352,7 @@ class Applier:
 
     def _payment_transition(self, state: BatchState, e: PaymentTransition) -> _Effect:
         d = e.data
-        key = str(d.payment_id)
+        key = d.subject_key
         row = state.payments[key]
         assert row is not None  # noqa: S101  (parked otherwise)
         allowed, target = PAYMENT_TRANSITIONS[e.event_type]

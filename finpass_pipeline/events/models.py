@@ -8,6 +8,7 @@ than a transaction. Unknown envelope and actor fields are ignored; unknown `data
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
 
@@ -306,6 +307,12 @@ class CredentialRefData(EventData):
 
     credential_id: Uuid
 
+    @functools.cached_property
+    def subject_key(self) -> str:
+        """`credential_id` as canonical text (the subject's key, the Kafka key), made once: a batch
+        asks for it several times per event and `str(UUID)` is Python code."""
+        return str(self.credential_id)
+
 
 class CredentialEvent(EventBase):
     """credential.*: about the credential `data.credential_id`, which must exist."""
@@ -313,10 +320,10 @@ class CredentialEvent(EventBase):
     data: CredentialRefData
 
     def requires(self) -> Subject | None:
-        return Subject("credential", str(self.data.credential_id))
+        return Subject("credential", self.data.subject_key)
 
     def aggregate_key(self) -> str | None:
-        return str(self.data.credential_id)
+        return self.data.subject_key
 
 
 class CredentialIssuedData(CredentialRefData):
@@ -372,7 +379,7 @@ class CredentialIssued(CredentialEvent):
         return Subject("user", self.data.user_did)
 
     def creates(self) -> Subject | None:
-        return Subject("credential", str(self.data.credential_id))
+        return Subject("credential", self.data.subject_key)
 
     def subject_did(self) -> str | None:
         return self.data.user_did
@@ -431,6 +438,12 @@ class PaymentRefData(EventData):
 
     payment_id: Uuid
 
+    @functools.cached_property
+    def subject_key(self) -> str:
+        """`payment_id` as canonical text (the subject's key, the Kafka key), made once: a batch
+        asks for it several times per event and `str(UUID)` is Python code."""
+        return str(self.payment_id)
+
 
 class PaymentEvent(EventBase):
     """payment.*: about the payment `data.payment_id`, which must exist."""
@@ -438,10 +451,10 @@ class PaymentEvent(EventBase):
     data: PaymentRefData
 
     def requires(self) -> Subject | None:
-        return Subject("payment", str(self.data.payment_id))
+        return Subject("payment", self.data.subject_key)
 
     def aggregate_key(self) -> str | None:
-        return str(self.data.payment_id)
+        return self.data.subject_key
 
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -580,7 +593,7 @@ class _InitiatesPayment(PaymentEvent):
         return None
 
     def creates(self) -> Subject | None:
-        return Subject("payment", str(self.data.payment_id))
+        return Subject("payment", self.data.subject_key)
 
     def subject_did(self) -> str | None:
         return self.data.payer_did

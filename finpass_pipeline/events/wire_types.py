@@ -132,7 +132,7 @@ class _UuidSchema:
                 custom_error_type="uuid_canonical",
                 custom_error_message="must be a UUID in canonical lower-case 8-4-4-4-12 form",
             ),
-            serialization=cs.to_string_ser_schema(when_used="json"),
+            serialization=cs.simple_ser_schema("uuid"),
         )
 
     @classmethod

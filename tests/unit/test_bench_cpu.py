@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 from finpass_pipeline.dev import cpu
@@ -35,5 +37,15 @@ def test_render_prints_cpu_per_event_and_na_for_an_unknown_broker() -> None:
                     cpu_us_per_event={"consumer": 95.25, "postgres": 60.0, "broker": None,
                                       "ceiling_postgres": 30.5})
     line = render(r).splitlines()[-1]
-    assert line == ("CPU µs per event, (c): consumer 95.2, postgres 60.0, broker n/a; "
-                    "(a) ceiling postgres 30.5")
+    assert line == ("CPU µs per event, (c): consumer 95.2, postgres 60.0, sealer n/a, "
+                    "sealer_postgres n/a, broker n/a; (a) ceiling postgres 30.5")
+
+
+def test_children_lists_a_child_process_and_none_of_a_gone_one() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert child.pid in cpu.children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert cpu.children(2**22 + 1) == []
