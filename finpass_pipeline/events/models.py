@@ -8,7 +8,6 @@ than a transaction. Unknown envelope and actor fields are ignored; unknown `data
 
 from __future__ import annotations
 
-import functools
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
 
@@ -307,11 +306,17 @@ class CredentialRefData(EventData):
 
     credential_id: Uuid
 
-    @functools.cached_property
+    @property
     def subject_key(self) -> str:
         """`credential_id` as canonical text (the subject's key, the Kafka key), made once: a batch
-        asks for it several times per event and `str(UUID)` is Python code."""
-        return str(self.credential_id)
+        asks for it several times per event and `str(UUID)` is Python code. (Kept in
+        `__dict__` as `functools.cached_property` does, whose lock costs 2 µs per read on 3.11;
+        pydantic compares and dumps fields only.)"""
+        known = self.__dict__
+        key: str | None = known.get("_subject_key")
+        if key is None:
+            key = known["_subject_key"] = str(self.credential_id)
+        return key
 
 
 class CredentialEvent(EventBase):
@@ -438,11 +443,17 @@ class PaymentRefData(EventData):
 
     payment_id: Uuid
 
-    @functools.cached_property
+    @property
     def subject_key(self) -> str:
         """`payment_id` as canonical text (the subject's key, the Kafka key), made once: a batch
-        asks for it several times per event and `str(UUID)` is Python code."""
-        return str(self.payment_id)
+        asks for it several times per event and `str(UUID)` is Python code. (Kept in
+        `__dict__` as `functools.cached_property` does, whose lock costs 2 µs per read on 3.11;
+        pydantic compares and dumps fields only.)"""
+        known = self.__dict__
+        key: str | None = known.get("_subject_key")
+        if key is None:
+            key = known["_subject_key"] = str(self.payment_id)
+        return key
 
 
 class PaymentEvent(EventBase):
