@@ -101,6 +101,18 @@ class BatchResult:
     rejected: list[tuple[Event, str]] = field(default_factory=list)
 
 
+CLAIM_COLUMNS = ("event_id", "event_type", "topic", "kafka_partition", "kafka_offset", "state",
+                 "content_digest")
+"""The `processed_events` columns a claim writes, in `claim_records` order."""
+
+
+def claim_records(events: Sequence[tuple[Incoming, bytes]]) -> list[tuple[object, ...]]:
+    """The `processed_events` rows (`CLAIM_COLUMNS`) of events with their content digests: the
+    store's claim and the bench's database ceiling write these."""
+    return [(i.event.event_id, i.event.event_type, i.topic, i.partition, i.offset, "APPLIED", d)
+            for i, d in events]
+
+
 def lock_key(subject: Subject) -> int:
     """A stable signed 64-bit advisory-lock key for a subject."""
     digest = hashlib.blake2b(f"{subject.kind}:{subject.key}".encode(), digest_size=8).digest()
@@ -261,14 +273,10 @@ class Store:
         """Take the event ids; an id taken before is a duplicate, and a dead letter when the
         content differs from what was taken (`same_content`)."""
         rows = await conn.fetch(
-            "INSERT INTO processed_events (event_id, event_type, topic, kafka_partition, "
-            "kafka_offset, state, content_digest) SELECT e, t, tp, p, o, 'APPLIED', d FROM "
-            "unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[]) "
-            "AS u(e, t, tp, p, o, d) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            [i.event.event_id for i, _ in events], [i.event.event_type for i, _ in events],
-            [i.topic for i, _ in events], [i.partition for i, _ in events],
-            [i.offset for i, _ in events], [d for _, d in events],
-        )
+            f"INSERT INTO processed_events ({', '.join(CLAIM_COLUMNS)}) SELECT * FROM "
+            "unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[], "
+            "$7::bytea[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            *(list(column) for column in zip(*claim_records(events), strict=True)))
         won = {r["event_id"] for r in rows}
         lost = [(i, d) for i, d in events if i.event.event_id not in won]
         if lost:

@@ -165,7 +165,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from finpass_pipeline.dev.bench import Bench, render
+    from finpass_pipeline.dev.bench import Bench, render_runs
     from finpass_pipeline.logs import configure_logging
 
     configure_logging(settings.log_format, "warning")
@@ -174,15 +174,23 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             print(line, file=sys.stderr, flush=True)
 
-    bench = Bench(settings, args.events, args.users, args.seed, args.rate, args.latency_seconds,
-                  args.naive_sample, say, consumers=args.consumers,
-                  prefill_audit=args.prefill_audit)
-    try:
-        result = asyncio.run(bench.run())
-    finally:
-        if not args.keep:
-            asyncio.run(bench.cleanup())
-    print(json.dumps(result.as_dict(), indent=2) if args.json else render(result))
+    results = []
+    for run in range(1, args.runs + 1):
+        if args.runs > 1:
+            say(f"--- run {run} of {args.runs}")
+        bench = Bench(settings, args.events, args.users, args.seed, args.rate,
+                      args.latency_seconds, args.naive_sample, say, consumers=args.consumers,
+                      prefill_audit=args.prefill_audit)
+        try:
+            results.append(asyncio.run(bench.run()))
+        finally:
+            if not args.keep:
+                asyncio.run(bench.cleanup())
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results] if args.runs > 1
+                         else results[0].as_dict(), indent=2))
+    else:
+        print(render_runs(results))
     return EXIT_OK
 
 
@@ -522,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="consumer processes in the group for (c)")
     bench.add_argument("--prefill-audit", type=int, default=0, metavar="N",
                        help="load N audit rows before (c), to see how cost grows")
+    bench.add_argument("--runs", type=_positive, default=1,
+                       help="whole runs, one after another; the best is shown with every run")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--keep", action="store_true", help="keep the bench databases")
     bench.set_defaults(handler=cmd_bench)

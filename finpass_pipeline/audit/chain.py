@@ -296,6 +296,41 @@ async def ensure_partitions(conn: asyncpg.Connection, since: datetime | None = N
     return until
 
 
+def audit_copy_columns(digests: bool = True) -> list[str]:
+    """The columns `chain_records` fills, in its records' order."""
+    return [*AUDIT_COLUMNS, *CHAIN_COLUMNS, *(DIGEST_COLUMNS if digests else ())]
+
+
+def chain_tip(seq: int, row_hash: str, created_at: datetime) -> list[Any]:
+    """A chain's tip as `chain_records` extends it: [seq, hash, created_at, its canonical
+    text]. A new chain's is `chain_tip(0, ZERO_HASH, now)`."""
+    return [seq, row_hash, created_at, ts_text(created_at)]
+
+
+def chain_records(rows: Sequence[AuditRow], chain_ids: Sequence[str],
+                  tips: dict[str, list[Any]], *, digests: bool = True) -> list[tuple[Any, ...]]:
+    """The COPY records (`audit_copy_columns` order) of `rows`, row i on chain `chain_ids[i]`,
+    each hashed onto its chain's tip in `tips`, which move to the new tips. The one builder of
+    audit records: the writer's and the bench's database ceiling's."""
+    records = []
+    sha256 = hashlib.sha256
+    salts = fresh_salts(len(rows)) if digests else []
+    for i, (row, cid) in enumerate(zip(rows, chain_ids, strict=True)):
+        tip = tips[cid]
+        seq = tip[0] + 1
+        if digests:
+            salt, pii = row_digest(row, salts[i])
+            digest = sha256(tip[1].encode() + _canonical_audit_row_v2(row, tip[3], cid, seq, pii)
+                            ).hexdigest()
+            records.append((*row.record(), tip[2], cid, seq, digest, salt, pii, HASH_VERSION))
+        else:
+            digest = sha256(tip[1].encode() + _canonical_audit_row(row, tip[3], cid, seq)
+                            ).hexdigest()
+            records.append((*row.record(), tip[2], cid, seq, digest))
+        tip[0], tip[1] = seq, digest
+    return records
+
+
 async def append_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow],
                        sources: Sequence[tuple[str, int]], now: datetime,
                        *, chained: bool = True, digests: bool = True) -> None:
@@ -314,7 +349,7 @@ async def append_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow],
     """
     if len(rows) != len(sources):
         raise ValueError(f"{len(rows)} audit rows but {len(sources)} sources")
-    columns = [*AUDIT_COLUMNS, *CHAIN_COLUMNS, *(DIGEST_COLUMNS if digests else ())]
+    columns = audit_copy_columns(digests)
     if not chained:
         records = []
         for r in rows:
@@ -331,27 +366,11 @@ async def append_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow],
     heads = await conn.fetch(
         "SELECT chain_id, chain_seq, row_hash, updated_at FROM audit_chain_heads "
         "WHERE chain_id = ANY($1::text[]) ORDER BY chain_id FOR UPDATE", touched)
-    # chain -> [seq, hash, created_at, created_at as canonical text]
     tips: dict[str, list[Any]] = {}
     for h in heads:
         created = max(now, h["updated_at"]) if h["chain_seq"] else now
-        tips[h["chain_id"]] = [h["chain_seq"], h["row_hash"], created, ts_text(created)]
-    records = []
-    sha256 = hashlib.sha256
-    salts = fresh_salts(len(rows)) if digests else []
-    for i, (row, cid) in enumerate(zip(rows, chain_ids, strict=True)):
-        tip = tips[cid]
-        seq = tip[0] + 1
-        if digests:
-            salt, pii = row_digest(row, salts[i])
-            digest = sha256(tip[1].encode() + _canonical_audit_row_v2(row, tip[3], cid, seq, pii)
-                            ).hexdigest()
-            records.append((*row.record(), tip[2], cid, seq, digest, salt, pii, HASH_VERSION))
-        else:
-            digest = sha256(tip[1].encode() + _canonical_audit_row(row, tip[3], cid, seq)
-                            ).hexdigest()
-            records.append((*row.record(), tip[2], cid, seq, digest))
-        tip[0], tip[1] = seq, digest
+        tips[h["chain_id"]] = chain_tip(h["chain_seq"], h["row_hash"], created)
+    records = chain_records(rows, chain_ids, tips, digests=digests)
     await conn.copy_records_to_table("audit_events", records=records, columns=columns)
     await conn.execute(
         "UPDATE audit_chain_heads AS h SET chain_seq = v.s, row_hash = v.h, updated_at = v.u "

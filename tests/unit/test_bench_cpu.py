@@ -8,7 +8,7 @@ import sys
 import time
 
 from finpass_pipeline.dev import cpu
-from finpass_pipeline.dev.bench import BenchResult, render
+from finpass_pipeline.dev.bench import BenchResult, ceiling_goal, render, render_runs
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -49,3 +49,19 @@ def test_children_lists_a_child_process_and_none_of_a_gone_one() -> None:
         child.kill()
         child.wait()
     assert cpu.children(2**22 + 1) == []
+
+
+def test_goal_depends_on_the_process_count_and_runs_show_the_best() -> None:
+    assert ceiling_goal(1) == 0.45 and ceiling_goal(2) == 0.70 and ceiling_goal(3) == 0.70
+
+    def run(pipeline: float) -> BenchResult:
+        return BenchResult(events=10, pipeline_eps=pipeline, db_ceiling_eps=10.0,
+                           kafka_ceiling_eps=20.0, naive_eps=1.0, latency_ms={"p99": 9.0},
+                           cpu_us_per_event={"consumer": 80.0, "postgres": 50.0})
+
+    text = render_runs([run(4.0), run(5.0), run(3.0)])
+    lines = text.splitlines()
+    assert [line.split()[3] for line in lines[1:4]] == ["0.40", "0.50", "0.30"]
+    assert "best of 3 runs (by pipeline / min(ceilings)): run 2" in text
+    assert "pipeline / min(ceilings)               0.50   goal >= 0.45  ok" in text
+    assert render_runs([run(4.0)]) == render(run(4.0))
