@@ -5,11 +5,13 @@ endpoints, the database pool, the Kafka clients) in one `AsyncExitStack`, closes
 and runs the loop over the stages, each in its own module:
 
     intake (poll, decode ahead) -> offsets (the database's offsets guard the order)
-      -> committer (plan, commit one transaction, bisect, retry) -> store (the transaction)
+      -> lanes (the batch split by partition) -> committer per lane (plan, commit one
+      transaction, bisect, retry) -> store (the transaction)
       -> dead_letters (the dead-letter topic, before the commit) -> offsets (Kafka's commit)
 
-Each poll batch becomes one database transaction holding the domain rows, one audit row per
-applied event, the dead letters and the consumed offsets; Kafka's commit follows the database's.
+Each poll batch becomes one database transaction per lane (`FINPASS_CONSUMER_LANES`, the lanes
+committing concurrently) holding the domain rows, one audit row per applied event, the dead
+letters and the consumed offsets of its partitions; Kafka's commit follows the database's.
 On partition assignment the consumer seeks to the offsets the database holds, so a crash at any
 instant neither loses nor repeats an effect.
 """
@@ -29,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from consumers import gc_tuning
+from consumers import gc_tuning, lanes
 from consumers.apply import Applier
 from consumers.committer import Committer
 from consumers.dead_letters import DLQ_MAX_REQUEST_BYTES, DeadLetterSender
@@ -108,7 +110,9 @@ class ConsumerDaemon:
                 http_server(s.http_port, self.metrics, self.health))
             if port:
                 log.info("http_listening", port=port, paths=["/healthz", "/metrics"])
-            pool = await create_pool(s.database_url, role=s.database_role)
+            # A connection per lane, and the parked gauges', lifecycle's and a sealer task's.
+            pool = await create_pool(s.database_url, role=s.database_role,
+                                     max_size=s.consumer_lanes + 3)
             resources.push_async_callback(pool.close)
             try:
                 ready = await retry_transient(lambda: _prepare_database(pool),
@@ -172,9 +176,12 @@ class ConsumerDaemon:
         planner = Planner(s.topic_prefix)
         order = {s.topic(name): i for i, name in enumerate(DOMAIN_TOPICS)}
         intake = Intake(consumer, guard, planner, order, s.batch_max_events)
-        committer = Committer(store, planner, DeadLetterSender(producer, s.topic(
+        # One committer per lane: each keeps its own batch's dead-letter bookkeeping.
+        committers = [Committer(store, planner, DeadLetterSender(producer, s.topic(
             DEAD_LETTER_TOPIC)), guard, consumer, self.metrics, s.max_consecutive_dead_letters)
-        committer.on_commit = self.on_commit
+            for _ in range(s.consumer_lanes)]
+        for committer in committers:
+            committer.on_commit = self.on_commit
         self._consumer = consumer
         consumer.subscribe(domain_topics(s), listener=_Rebalance(self, guard))
         log.info("consumer_started", group=s.consumer_group, topics=domain_topics(s))
@@ -197,7 +204,11 @@ class ConsumerDaemon:
                     planned = [r if r is not None else planner.decode(rec)
                                for rec, r in in_order]
                     started = time.monotonic()
-                    if not await committer.commit(planned, stop):
+                    done = await asyncio.gather(*(
+                        committer.commit(part, stop) for committer, part in zip(
+                            committers, lanes.split(planned, len(committers)), strict=True)
+                        if part))
+                    if not all(done):
                         log.warning("shutdown_during_retry",
                                     note="batch not applied; it is re-read on restart")
                         return 0
@@ -205,8 +216,9 @@ class ConsumerDaemon:
                     self.metrics.batch_seconds.observe(time.monotonic() - started)
                     self.metrics.batch_size.observe(len(planned))
                     self.last_batch_at = time.monotonic()
-                if committer.tripped:
-                    log.error("stop_the_line", partition=committer.tripped,
+                tripped = next((c.tripped for c in committers if c.tripped), None)
+                if tripped:
+                    log.error("stop_the_line", partition=tripped,
                               limit=s.max_consecutive_dead_letters,
                               reason="too many consecutive dead letters on one partition; "
                                      "something upstream is broken")

@@ -80,6 +80,7 @@ class BenchResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     consumer_peak_rss_mb: float = 0.0
     consumers: int = 1
+    lanes: int = 2
     prefilled_audit_rows: int = 0
     cpu_us_per_event: dict[str, float | None] = field(default_factory=dict)
     """CPU µs per event during (c), from /proc: the consumer process(es), their PostgreSQL
@@ -104,8 +105,9 @@ class BenchResult:
 class Bench:
     def __init__(self, settings: Settings, events: int, users: int, seed: int,
                  latency_rate: float, latency_seconds: float, naive_sample: int,
-                 say: Any, consumers: int = 1, prefill_audit: int = 0) -> None:
+                 say: Any, consumers: int = 1, prefill_audit: int = 0, lanes: int = 2) -> None:
         self.consumers = consumers
+        self.lanes = lanes
         self.prefill_audit = prefill_audit
         self.base = settings
         self.n = events
@@ -117,7 +119,7 @@ class Bench:
         self.say = say
         self.stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
         self.databases: list[str] = []
-        self.result = BenchResult(events, consumers=consumers)
+        self.result = BenchResult(events, consumers=consumers, lanes=lanes)
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Bench:
             "consumer_group": f"bench-{self.stamp}-{name}",
             "http_port": 0,
             "audit_hash_key": SecretStr("bench-key"),
+            "consumer_lanes": self.lanes,
             # The in-process latency daemon needs one too (outside dev mode it is required).
             "pii_master_key": SecretStr(BENCH_PII_MASTER_KEY),
         })
@@ -221,7 +224,7 @@ class Bench:
                    FINPASS_TOPIC_PREFIX=s.topic_prefix, FINPASS_CONSUMER_GROUP=s.consumer_group,
                    FINPASS_AUDIT_HASH_KEY="bench-key", FINPASS_HTTP_PORT="0",
                    FINPASS_PII_MASTER_KEY=BENCH_PII_MASTER_KEY,
-                   FINPASS_LOG_LEVEL="warning")
+                   FINPASS_LOG_LEVEL="warning", FINPASS_CONSUMER_LANES=str(self.lanes))
         broker = LocalKafka(dev_home() / "kafka").pid()
         started = time.monotonic()
         procs = [await asyncio.create_subprocess_exec(
@@ -464,7 +467,8 @@ def render(r: BenchResult) -> str:
         f"events: {r.events:,} (realistic demo mix)   produce rate: {r.produce_eps:,.0f}/s",
         f"(a) database ceiling (COPY)      {r.db_ceiling_eps:>10,.0f} events/s",
         f"(b) Kafka ceiling (consume only) {r.kafka_ceiling_eps:>10,.0f} events/s",
-        f"(c) pipeline, {r.consumers} process(es)      {r.pipeline_eps:>10,.0f} events/s "
+        f"(c) pipeline, {r.consumers} process(es) x {r.lanes} lane(s) {r.pipeline_eps:>7,.0f} "
+        "events/s "
         f"[audit_events prefilled: {r.prefilled_audit_rows:,}] "
         f"({r.pipeline_eps_with_startup:,.0f}/s including process start and group join)",
         f"(d) naive, 1 txn per event       {r.naive_eps:>10,.0f} events/s "
