@@ -398,7 +398,7 @@ class Applier:
 
     def _audit_row(self, e: Event, effect: _Effect) -> AuditRow:
         # The hot path's biggest Python step: plain locals, positional construction, and the
-        # free-text check inlined (`_fit` only for text that mentions a DID or is too long).
+        # free-text check cheap (`_fit` only for text that mentions a DID or is too long).
         actor = e.actor
         details = dict(effect.details) if effect.details else {}
         extra = e.data.__pydantic_extra__
@@ -406,37 +406,20 @@ class Applier:
             details["extra"] = dict(extra)
         if e.causation_id:
             details["causation_id"] = str(e.causation_id)
-        overflow: dict[str, str] = {}
-        session = e.session_id()
-        if session is not None and ("did:" in session or len(session) > _W_SESSION):
-            session = self._fit("session_id", session, overflow)
-        tenant = e.tenant_id
-        if tenant is not None and ("did:" in tenant or len(tenant) > _W_TENANT):
-            tenant = self._fit("tenant_id", tenant, overflow)
-        resource = effect.resource_id
-        if resource is not None and ("did:" in resource or len(resource) > _W_RESOURCE):
-            resource = self._fit("resource_id", resource, overflow)
-        description = effect.description
-        if description is not None and ("did:" in description or len(description) > _W_DESCRIPTION):
-            description = self._fit("description", description, overflow)
-        error = effect.error_message
-        if error is not None and ("did:" in error or len(error) > _W_ERROR):
-            error = self._fit("error_message", error, overflow)
         if actor is not None:
-            ip = actor.ip_address
-            agent, role = actor.user_agent, actor.role
-            geo, device = actor.geolocation, actor.device_fingerprint
-            if agent is not None and ("did:" in agent or len(agent) > _W_AGENT):
-                agent = self._fit("user_agent", agent, overflow)
-            if role is not None and ("did:" in role or len(role) > _W_ROLE):
-                role = self._fit("performed_by_role", role, overflow)
-            if geo is not None and ("did:" in geo or len(geo) > _W_GEO):
-                geo = self._fit("geolocation", geo, overflow)
-            if device is not None and ("did:" in device or len(device) > _W_DEVICE):
-                device = self._fit("device_fingerprint", device, overflow)
-            by = self.pz.hash(actor.did) if actor.did else None
+            ip, by = actor.ip_address, (self.pz.hash(actor.did) if actor.did else None)
+            texts = [e.session_id(), e.tenant_id, effect.resource_id, effect.description,
+                     effect.error_message, actor.user_agent, actor.role, actor.geolocation,
+                     actor.device_fingerprint]
         else:
-            ip = agent = role = geo = device = by = None
+            ip = by = None
+            texts = [e.session_id(), e.tenant_id, effect.resource_id, effect.description,
+                     effect.error_message, None, None, None, None]
+        overflow: dict[str, str] = {}
+        for i, text in enumerate(texts):
+            if text is not None and ("did:" in text or len(text) > _TEXT_WIDTHS[i]):
+                texts[i] = self._fit(_TEXT_COLUMNS[i], text, overflow)
+        session, tenant, resource, description, error, agent, role, geo, device = texts
         subject = effect.subject_hash
         if subject is None and effect.subject_did:
             subject = pseudonym_of(self.pz, effect.subject_did)
@@ -468,11 +451,10 @@ class Applier:
         return clean[:width - len(TRUNCATION_MARK)] + TRUNCATION_MARK
 
 
-# The widths `_audit_row` checks inline (the fast path: text that fits and names no DID).
-(_W_SESSION, _W_TENANT, _W_RESOURCE, _W_DESCRIPTION, _W_ERROR, _W_AGENT, _W_ROLE, _W_GEO,
- _W_DEVICE) = (AUDIT_TEXT_WIDTHS[c] for c in (
-     "session_id", "tenant_id", "resource_id", "description", "error_message", "user_agent",
-     "performed_by_role", "geolocation", "device_fingerprint"))
+_TEXT_COLUMNS = ("session_id", "tenant_id", "resource_id", "description", "error_message",
+                 "user_agent", "performed_by_role", "geolocation", "device_fingerprint")
+"""The free-text columns `_audit_row` fills, in its order."""
+_TEXT_WIDTHS = tuple(AUDIT_TEXT_WIDTHS[c] for c in _TEXT_COLUMNS)
 
 _AUDIT_TYPES: dict[str, str] = {t: audit_event_type(t) for t in EVENT_TYPES}
 """`audit_events.event_type` of every event type, computed once."""
