@@ -272,11 +272,13 @@ class Store:
                      result: BatchResult) -> list[Incoming]:
         """Take the event ids; an id taken before is a duplicate, and a dead letter when the
         content differs from what was taken (`same_content`)."""
+        columns = [list(c) for c in zip(*claim_records(events), strict=True)]
+        del columns[CLAIM_COLUMNS.index("state")]  # always 'APPLIED': a literal, not an array
         rows = await conn.fetch(
-            f"INSERT INTO processed_events ({', '.join(CLAIM_COLUMNS)}) SELECT * FROM "
-            "unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[], "
-            "$7::bytea[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            *(list(column) for column in zip(*claim_records(events), strict=True)))
+            f"INSERT INTO processed_events ({', '.join(CLAIM_COLUMNS)}) SELECT e, t, tp, p, o, "
+            "'APPLIED', d FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], "
+            "$5::bigint[], $6::bytea[]) AS u(e, t, tp, p, o, d) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id", *columns)
         won = {r["event_id"] for r in rows}
         lost = [(i, d) for i, d in events if i.event.event_id not in won]
         if lost:

@@ -195,6 +195,16 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_bench_phases(args: argparse.Namespace, settings: Settings) -> int:
+    from finpass_pipeline.dev.phases import run
+    from finpass_pipeline.logs import configure_logging
+
+    configure_logging(settings.log_format, "warning")
+    print(run(settings, args.events, args.rounds,
+              lambda line: print(line, file=sys.stderr, flush=True)))
+    return EXIT_OK
+
+
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from finpass_pipeline.dev.demo import print_summary, summarize
 
@@ -538,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--keep", action="store_true", help="keep the bench databases")
     bench.set_defaults(handler=cmd_bench)
+    phases = sub.add_parser("bench-phases", help="the consumer's Python CPU per event, phase by "
+                            "phase (in memory), and the store path's, with the collector's share")
+    phases.add_argument("--events", type=_positive, default=20_000)
+    phases.add_argument("--rounds", type=_positive, default=5, help="best of (default 5)")
+    phases.set_defaults(handler=cmd_bench_phases)
     sub.add_parser("summary", help="rows per table, dead letters, consumer throughput"
                    ).set_defaults(handler=cmd_summary)
     produce = sub.add_parser("produce-demo", help="publish a realistic, seeded event stream")
