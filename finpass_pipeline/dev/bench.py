@@ -13,6 +13,7 @@ plus the consumer's peak RSS (VmHWM of the process in (c)).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from consumers import gc_tuning
 from consumers.apply import Applier, BatchState
 from consumers.records import Incoming, PartitionProgress
 from consumers.rows import inserts
@@ -327,6 +329,10 @@ class Bench:
         daemon = ConsumerDaemon(s)
         daemon.on_commit = record
         stop = asyncio.Event()
+        # The collector as `consume` tunes it (this process also holds the bench's messages).
+        thresholds = gc.get_threshold()
+        gc_tuning.tune_for_batches()
+        gc_tuning.freeze_startup_heap()
         task = asyncio.create_task(daemon.run(stop))
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINPASS_")}
         env.update(FINPASS_DATABASE_URL=s.database_url,
@@ -344,6 +350,8 @@ class Bench:
             self.say(f"  latency: only {len(samples):,} of {total:,} committed within 60 s")
         stop.set()
         await task
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
         samples.sort()
         self.result.latency_events = len(samples)
 
