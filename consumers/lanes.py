@@ -7,7 +7,10 @@ transaction on its own connection, concurrently: one lane's Python runs while an
 statements run. Every partition's records stay in one lane and in offset order, so this is the
 same as that many consumers in the group, which the store already makes safe (advisory locks on
 subjects, chain heads per partition, offsets per partition); the next batch starts once every
-lane has committed. `FINPASS_CONSUMER_LANES`; 1 = one transaction per batch, as before.
+lane has committed. `FINPASS_CONSUMER_LANES`; 1 (the default) = one transaction per batch.
+On this project's 2-core machine, where PostgreSQL, Kafka and the consumer already share the
+cores, 2 lanes measured no faster (docs/performance.md#lanes): there is no idle CPU to fill.
+They are for a consumer whose database is elsewhere and whose time goes to waiting on it.
 """
 
 from __future__ import annotations

@@ -541,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="consumer processes in the group for (c)")
     bench.add_argument("--prefill-audit", type=int, default=0, metavar="N",
                        help="load N audit rows before (c), to see how cost grows")
-    bench.add_argument("--lanes", type=_positive, default=2,
-                       help="FINPASS_CONSUMER_LANES of the consumers (default 2)")
+    bench.add_argument("--lanes", type=_positive, default=1,
+                       help="FINPASS_CONSUMER_LANES of the consumers (default 1)")
     bench.add_argument("--runs", type=_positive, default=1,
                        help="whole runs, one after another; the best is shown with every run")
     bench.add_argument("--json", action="store_true", help="machine-readable output")

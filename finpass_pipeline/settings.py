@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # Additions to the contract (documented in docs/design.md, "Contract additions").
     dev_mode: bool = False
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
-    consumer_lanes: int = Field(default=2, ge=1, le=16)
+    consumer_lanes: int = Field(default=1, ge=1, le=16)
     """Concurrent transactions per poll batch, split by partition (consumers/lanes.py)."""
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     topic_replication_factor: int = Field(default=1, ge=1, le=32)

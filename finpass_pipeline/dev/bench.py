@@ -82,7 +82,7 @@ class BenchResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     consumer_peak_rss_mb: float = 0.0
     consumers: int = 1
-    lanes: int = 2
+    lanes: int = 1
     prefilled_audit_rows: int = 0
     cpu_us_per_event: dict[str, float | None] = field(default_factory=dict)
     """CPU µs per event during (c), from /proc: the consumer process(es), their PostgreSQL
@@ -107,7 +107,7 @@ class BenchResult:
 class Bench:
     def __init__(self, settings: Settings, events: int, users: int, seed: int,
                  latency_rate: float, latency_seconds: float, naive_sample: int,
-                 say: Any, consumers: int = 1, prefill_audit: int = 0, lanes: int = 2) -> None:
+                 say: Any, consumers: int = 1, prefill_audit: int = 0, lanes: int = 1) -> None:
         self.consumers = consumers
         self.lanes = lanes
         self.prefill_audit = prefill_audit
