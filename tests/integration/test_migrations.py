@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from finpass_pipeline.dev.index_cost import SEED_INDEXES as COST_SEED_INDEXES
 from finpass_pipeline.migrations import (
     ADVISORY_LOCK_KEY,
     SCHEMA_DIR,
@@ -676,6 +677,7 @@ async def test_v19_drops_only_its_indexes_and_u19_recreates_them_exactly(fresh_d
     assert {n for n in gone if not n.startswith("audit_events_y")} == V19_DROPPED
     assert len([n for n in gone if n.startswith("audit_events_y")]) == 4 * partitions
     assert set(SEED_INDEXES) <= names_after
+    assert set(SEED_INDEXES) == COST_SEED_INDEXES  # what index_cost's `seed` variant keeps
     for kind in ("columns", "constraints", "triggers", "functions"):
         assert after[kind] == before[kind]
     tables = [r for r in before["relations"] if r[1] not in (b"i", b"I")]

@@ -1,0 +1,325 @@
+"""What the indexes cost at ingest: the same rows written into databases that differ only in their
+indexes (docs/indexes.md).
+
+    python -m finpass_pipeline.dev.index_cost [--events 50000] [--users 5000] [--rounds 3]
+
+The demo stream (`producers.demo_stream`, as `bench` sends it, spread over six partitions per
+topic) is written once through the consumer's own store (`consumers.store.Store.commit_batch`,
+in the consumer's batches of 2,000 records) into a staging database; what that leaves in the
+tables the consumer writes per event is read back. Each round then writes them, for each
+variant in turn (the order rotates between rounds), into fresh databases:
+
+  copy   the staged rows COPYed in, one transaction: index maintenance with nothing else around
+         it (`bench`'s database ceiling, plus the sealed contact data, data keys and chained
+         audit rows it leaves out);
+  store  the same events through `Store.commit_batch` again: the consumer's transactions
+         (claims, locks, look-ups, COPYs, chain heads, offsets), the consumer's Python included
+         in the wall time but not in the backend's CPU.
+
+Variants: `before` is the schema before V19 (migrated to V18), `V19` the newest, `seed` the
+newest with every index of those tables dropped that is neither the seed's (V1/V2) nor behind a
+constraint — in the store phase except the two the consumer's own erasure statements need
+(STORE_NEEDS: without them each erasure scans credentials, a cost of plans, not of upkeep).
+Measured: wall time and the CPU of the PostgreSQL backend (/proc/<pid>/stat, so the
+database server must run on this machine), per event. Other jobs on a shared machine move the
+absolute numbers from run to run; compare the variants within one round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import statistics
+import sys
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from consumers.apply import Applier
+from consumers.records import Incoming, PartitionProgress
+from consumers.store import Store
+from finpass_pipeline.audit.pseudonym import Pseudonymizer
+from finpass_pipeline.db import create_database, drop_database
+from finpass_pipeline.dev import cpu
+from finpass_pipeline.dev.bench import BENCH_PII_MASTER_KEY
+from finpass_pipeline.events import message_key, parse_event, serialize_event, topic_suffix
+from finpass_pipeline.migrations import migrate
+from finpass_pipeline.privacy.crypto import MasterKeyring
+from finpass_pipeline.privacy.vault import Vault, blind_index_key
+from finpass_pipeline.settings import Settings
+
+TABLES = ("users", "credentials", "credential_status", "payments", "person_keys",
+          "audit_events", "processed_events")
+"""What the consumer writes per event, in foreign-key order."""
+
+SEED_INDEXES = frozenset({
+    "idx_users_did", "idx_users_status", "idx_users_kyc_verified", "idx_users_last_seen",
+    "idx_credentials_user_id", "idx_credentials_status", "idx_credentials_issuer_id",
+    "idx_credentials_expires_at", "idx_credentials_revocation_handle",
+    "idx_credentials_credential_hash", "idx_payments_payer_did", "idx_payments_payee_did",
+    "idx_payments_status", "idx_payments_transaction_id", "idx_payments_created_at",
+    "idx_audit_events_event_type", "idx_audit_events_created_at",
+    "idx_audit_events_user_id_hash", "idx_audit_events_severity",
+    "idx_audit_events_correlation_id",
+})
+"""The seed's 20 indexes (M1.7's list, created by V2); its keys and UNIQUEs are constraints."""
+
+STORE_NEEDS = frozenset({"idx_credentials_subject_did", "idx_credentials_revoked_by"})
+"""Non-seed indexes a statement of the consumer's batch reads (erasure: privacy.erasure)."""
+
+VARIANTS = ("before", "V19", "seed")
+BEFORE_V19 = 18
+PARTITIONS = 6
+GROUP = "index-cost"
+
+
+@dataclass
+class Measured:
+    wall_s: float
+    cpu_s: float
+
+
+async def _variant_db(admin_dsn: str, name: str, variant: str,
+                      keep: frozenset[str] = frozenset()) -> str:
+    """A fresh database with `variant`'s indexes (`seed` keeps `keep` besides the seed's)."""
+    dsn = await create_database(admin_dsn, name)
+    await migrate(dsn, target=BEFORE_V19 if variant == "before" else None)
+    if variant == "seed":
+        conn = await asyncpg.connect(dsn)
+        try:
+            for r in await conn.fetch(
+                    "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+                    " JOIN pg_class AS t ON t.oid = i.indrelid"
+                    " WHERE t.relnamespace = 'public'::regnamespace"
+                    " AND t.relname = ANY($1::text[])"
+                    " AND NOT EXISTS (SELECT 1 FROM pg_constraint AS k"
+                    "                 WHERE k.conindid = i.indexrelid)"
+                    " AND NOT EXISTS (SELECT 1 FROM pg_inherits AS h"
+                    "                 WHERE h.inhrelid = i.indexrelid)", list(TABLES)):
+                if r["relname"] not in SEED_INDEXES | keep:
+                    await conn.execute(f'DROP INDEX "{r["relname"]}"')
+        finally:
+            await conn.close()
+    return dsn
+
+
+def _incoming(events: int, users: int, seed: int) -> list[list[Incoming]]:
+    """The demo stream as the consumer reads it, in batches of at most 2,000 records: each
+    topic's events spread over PARTITIONS partitions by key (per-key order kept)."""
+    from producers.demo_stream import demo_events
+
+    start = datetime.now(UTC) - timedelta(days=30)
+    offsets: dict[tuple[str, int], int] = {}
+    out = []
+    for e in demo_events(events, users, seed, start):
+        raw, key = serialize_event(e), message_key(e)
+        tp = (f"finpass.{topic_suffix(e.event_type)}", zlib.crc32(key) % PARTITIONS)
+        offset = offsets[tp] = offsets.get(tp, -1) + 1
+        out.append(Incoming(parse_event(raw), tp[0], tp[1], offset, raw, key))
+    return [out[i:i + 2000] for i in range(0, len(out), 2000)]
+
+
+def _store(pool: asyncpg.Pool) -> Store:
+    pz = Pseudonymizer(b"index-cost-key", "k1")
+    keyring = MasterKeyring("m1", {"m1": base64.b64decode(BENCH_PII_MASTER_KEY)})
+    return Store(pool, GROUP, Applier(pz), vault=Vault(keyring, blind_index_key(pz)))
+
+
+async def _through_store(dsn: str, batches: list[list[Incoming]]) -> Measured:
+    """Every batch through Store.commit_batch on one connection; its backend's CPU."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        store = _store(pool)
+        backend = int(await pool.fetchval("SELECT pg_backend_pid()"))
+        cpu0, t0 = cpu.cpu_seconds(backend) or 0.0, time.monotonic()
+        for batch in batches:
+            progress: dict[tuple[str, int], PartitionProgress] = {}
+            for inc in batch:
+                tp = (inc.topic, inc.partition)
+                first = progress[tp].from_offset if tp in progress else inc.offset
+                progress[tp] = PartitionProgress(inc.offset + 1, 0, first)
+            await store.commit_batch(batch, [], progress)
+        wall = time.monotonic() - t0
+        if int(await pool.fetchval("SELECT pg_backend_pid()")) != backend:
+            raise RuntimeError("the store's connection was replaced mid-run: CPU not comparable")
+        return Measured(wall, (cpu.cpu_seconds(backend) or 0.0) - cpu0)
+    finally:
+        await pool.close()
+
+
+async def _read_back(dsn: str) -> list[tuple[str, list[str], bytes]]:
+    """(table, columns, binary COPY data) of every table of TABLES in the staging database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        out = []
+        for table in TABLES:
+            columns = [r["attname"] for r in await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0"
+                " AND NOT attisdropped ORDER BY attnum", table)]
+            buf = io.BytesIO()
+            await conn.copy_from_query(f"SELECT {', '.join(columns)} FROM {table}", output=buf,
+                                       format="binary")
+            out.append((table, columns, buf.getvalue()))
+        return out
+    finally:
+        await conn.close()
+
+
+async def _copy_in(dsn: str, staged: Sequence[tuple[str, list[str], bytes]]) -> Measured:
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        cpu0, t0 = cpu.cpu_seconds(backend) or 0.0, time.monotonic()
+        async with conn.transaction():
+            for table, columns, data in staged:
+                await conn.copy_to_table(table, source=io.BytesIO(data), columns=columns,
+                                         format="binary")
+        return Measured(time.monotonic() - t0, (cpu.cpu_seconds(backend) or 0.0) - cpu0)
+    finally:
+        await conn.close()
+
+
+async def _index_sizes(dsn: str) -> list[tuple[str, str, int]]:
+    """(table, index, bytes over all partitions) of every index of TABLES."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [(r["t"], r["i"], int(r["b"])) for r in await conn.fetch(
+            "SELECT t.relname AS t, c.relname AS i,"
+            " COALESCE((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) AS p),"
+            "          pg_relation_size(c.oid)) AS b"
+            " FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid"
+            " JOIN pg_class AS t ON t.oid = x.indrelid"
+            " WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY($1::text[])"
+            " AND NOT EXISTS (SELECT 1 FROM pg_inherits AS h WHERE h.inhrelid = c.oid)"
+            " ORDER BY 1, 2", list(TABLES))]
+    finally:
+        await conn.close()
+
+
+async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -> int:
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
+    batches = _incoming(events, users, seed)
+    n = sum(len(b) for b in batches)
+    made: list[str] = []
+
+    async def fresh(name: str, variant: str, keep: frozenset[str] = frozenset()) -> str:
+        made.append(f"idxcost_{stamp}_{name}")
+        return await _variant_db(admin_dsn, made[-1], variant, keep)
+
+    try:
+        staging = await fresh("staging", "V19")
+        await _through_store(staging, batches)
+        staged = await _read_back(staging)
+        rows = {t: int(await _count(staging, t)) for t in TABLES}
+        print(f"{n:,} events of the demo stream ({users:,} users): "
+              + ", ".join(f"{t} {c:,}" for t, c in rows.items()))
+        results: dict[tuple[str, str], list[Measured]] = {}
+        sizes: dict[str, list[tuple[str, str, int]]] = {}
+        for r in range(rounds):
+            order = VARIANTS[r % 3:] + VARIANTS[:r % 3]
+            for variant in order:
+                dsn = await fresh(f"{r}_{variant}_copy", variant)
+                results.setdefault(("copy", variant), []).append(await _copy_in(dsn, staged))
+                sizes.setdefault(variant, await _index_sizes(dsn))
+                await drop_database(admin_dsn, made.pop())
+            for variant in order:
+                dsn = await fresh(f"{r}_{variant}_store", variant, STORE_NEEDS)
+                results.setdefault(("store", variant), []).append(
+                    await _through_store(dsn, batches))
+                await drop_database(admin_dsn, made.pop())
+            _print_round(r, order, {k: v[-1] for k, v in results.items()}, n)
+        _print_summary(results, n)
+        _print_sizes(sizes, rows)
+        return 0
+    finally:
+        for name in made:
+            await drop_database(admin_dsn, name)
+
+
+async def _count(dsn: str, table: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await conn.close()
+
+
+def _us(seconds: float, n: int) -> float:
+    return seconds / n * 1e6
+
+
+def _print_round(r: int, order: Sequence[str], last: dict[tuple[str, str], Measured],
+                 n: int) -> None:
+    print(f"\nround {r + 1} (order {', '.join(order)}): µs per event, backend CPU / wall")
+    for phase in ("copy", "store"):
+        seed = last[(phase, "seed")]
+        cells = []
+        for v in VARIANTS:
+            m = last[(phase, v)]
+            cells.append(f"{v} {_us(m.cpu_s, n):.1f} / {_us(m.wall_s, n):.1f}"
+                         f" (x{m.cpu_s / seed.cpu_s:.2f} / x{m.wall_s / seed.wall_s:.2f})")
+        print(f"  {phase:<5} " + "; ".join(cells))
+
+
+def _print_summary(results: dict[tuple[str, str], list[Measured]], n: int) -> None:
+    """Medians over the rounds, and each variant against `seed` of the same round."""
+    print("\n| phase | variant | backend CPU µs/event | wall µs/event | CPU ÷ seed | wall ÷ seed |")
+    print("|---|---|--:|--:|--:|--:|")
+    for phase in ("copy", "store"):
+        seed = results[(phase, "seed")]
+        for v in VARIANTS:
+            got = results[(phase, v)]
+            cpu_ratio = [m.cpu_s / s.cpu_s for m, s in zip(got, seed, strict=True)]
+            wall_ratio = [m.wall_s / s.wall_s for m, s in zip(got, seed, strict=True)]
+            print(f"| {phase} | {v} | {statistics.median(_us(m.cpu_s, n) for m in got):.1f} "
+                  f"| {statistics.median(_us(m.wall_s, n) for m in got):.1f} "
+                  f"| {_range(cpu_ratio)} | {_range(wall_ratio)} |")
+    # What V19 took off: the schema before it against V19, round by round.
+    print()
+    for phase in ("copy", "store"):
+        pairs = list(zip(results[(phase, "before")], results[(phase, "V19")], strict=True))
+        cpu_text = _range([b.cpu_s / a.cpu_s for b, a in pairs])
+        wall_text = _range([b.wall_s / a.wall_s for b, a in pairs])
+        print(f"{phase}: before ÷ V19, backend CPU {cpu_text}, wall {wall_text}")
+
+
+def _range(values: list[float]) -> str:
+    """The median, and the spread over the rounds."""
+    return (f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+            if len(values) > 1 else f"{values[0]:.2f}")
+
+
+def _print_sizes(sizes: dict[str, list[tuple[str, str, int]]], rows: dict[str, int]) -> None:
+    """Bytes per row of each index after the copy, in `before` (every index) with the
+    variants that have it."""
+    have = {v: {i for _, i, _ in s} for v, s in sizes.items()}
+    print("\n| table | index | bytes per row | in |")
+    print("|---|---|--:|---|")
+    for table, index, size in sizes["before"]:
+        if rows[table]:
+            where = ", ".join(v for v in VARIANTS if index in have[v])
+            print(f"| {table} | {index} | {size / rows[table]:.0f} | {where} |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m finpass_pipeline.dev.index_cost",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    return asyncio.run(run(settings.database_url, args.events, args.users, args.rounds,
+                           args.seed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
