@@ -6,23 +6,26 @@ indexes (docs/indexes.md).
 The demo stream (`producers.demo_stream`, as `bench` sends it, spread over six partitions per
 topic) is written once through the consumer's own store (`consumers.store.Store.commit_batch`,
 in the consumer's batches of 2,000 records) into a staging database; what that leaves in the
-tables the consumer writes per event is read back. Each round then writes them, for each
-variant in turn (the order rotates between rounds), into fresh databases:
+tables the consumer writes per event is read back. Each round then writes it into one fresh
+database per variant, in two phases:
 
-  copy   the staged rows COPYed in, one transaction: index maintenance with nothing else around
-         it (`bench`'s database ceiling, plus the sealed contact data, data keys and chained
-         audit rows it leaves out);
+  copy   the staged rows COPYed in, one transaction per database: index upkeep with nothing
+         else around it (`bench`'s database ceiling, plus the sealed contact data, data keys and
+         chained audit rows it leaves out);
   store  the same events through `Store.commit_batch` again: the consumer's transactions
-         (claims, locks, look-ups, COPYs, chain heads, offsets), the consumer's Python included
+         (claims, locks, look-ups, COPYs, UPDATEs, chain heads, offsets), the consumer's Python
          in the wall time but not in the backend's CPU.
+
+The variants take turns, 5,000 rows (copy) or one batch (store) at a time, each on its own
+connection and starting in turn, so that whatever else runs on a shared machine weighs on all
+of them alike; the numbers to compare are the ratios within a round.
 
 Variants: `before` is the schema before V19 (migrated to V18), `V19` the newest, `seed` the
 newest with every index of those tables dropped that is neither the seed's (V1/V2) nor behind a
 constraint — in the store phase except the two the consumer's own erasure statements need
 (STORE_NEEDS: without them each erasure scans credentials, a cost of plans, not of upkeep).
-Measured: wall time and the CPU of the PostgreSQL backend (/proc/<pid>/stat, so the
-database server must run on this machine), per event. Other jobs on a shared machine move the
-absolute numbers from run to run; compare the variants within one round.
+Measured: the CPU of each PostgreSQL backend (/proc/<pid>/stat, so the database server must run
+on this machine) and the wall time of its calls, per event.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import statistics
 import sys
 import time
@@ -39,6 +41,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -75,6 +78,8 @@ STORE_NEEDS = frozenset({"idx_credentials_subject_did", "idx_credentials_revoked
 """Non-seed indexes a statement of the consumer's batch reads (erasure: privacy.erasure)."""
 
 VARIANTS = ("before", "V19", "seed")
+CHUNK = 5_000
+"""Rows per COPY turn in the copy phase."""
 BEFORE_V19 = 18
 PARTITIONS = 6
 GROUP = "index-cost"
@@ -132,58 +137,95 @@ def _store(pool: asyncpg.Pool) -> Store:
     return Store(pool, GROUP, Applier(pz), vault=Vault(keyring, blind_index_key(pz)))
 
 
-async def _through_store(dsn: str, batches: list[list[Incoming]]) -> Measured:
-    """Every batch through Store.commit_batch on one connection; its backend's CPU."""
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+def _turns(names: Sequence[str], step: int) -> list[str]:
+    """`names` starting at a different one each step: nobody is always first."""
+    k = step % len(names)
+    return [*names[k:], *names[:k]]
+
+
+def _progress(batch: list[Incoming]) -> dict[tuple[str, int], PartitionProgress]:
+    """The offsets a batch commits, as the consumer computes them."""
+    progress: dict[tuple[str, int], PartitionProgress] = {}
+    for inc in batch:
+        tp = (inc.topic, inc.partition)
+        first = progress[tp].from_offset if tp in progress else inc.offset
+        progress[tp] = PartitionProgress(inc.offset + 1, 0, first)
+    return progress
+
+
+async def _through_stores(dsns: dict[str, str], batches: list[list[Incoming]]
+                          ) -> dict[str, Measured]:
+    """Every batch through Store.commit_batch into each database, the variants taking turns
+    batch by batch, each on one connection: its backend's CPU, the wall time of its calls."""
+    pools = {v: await asyncpg.create_pool(d, min_size=1, max_size=1) for v, d in dsns.items()}
     try:
-        store = _store(pool)
-        backend = int(await pool.fetchval("SELECT pg_backend_pid()"))
-        cpu0, t0 = cpu.cpu_seconds(backend) or 0.0, time.monotonic()
-        for batch in batches:
-            progress: dict[tuple[str, int], PartitionProgress] = {}
-            for inc in batch:
-                tp = (inc.topic, inc.partition)
-                first = progress[tp].from_offset if tp in progress else inc.offset
-                progress[tp] = PartitionProgress(inc.offset + 1, 0, first)
-            await store.commit_batch(batch, [], progress)
-        wall = time.monotonic() - t0
-        if int(await pool.fetchval("SELECT pg_backend_pid()")) != backend:
-            raise RuntimeError("the store's connection was replaced mid-run: CPU not comparable")
-        return Measured(wall, (cpu.cpu_seconds(backend) or 0.0) - cpu0)
+        stores = {v: _store(p) for v, p in pools.items()}
+        backends = {v: int(await p.fetchval("SELECT pg_backend_pid()")) for v, p in pools.items()}
+        cpu0 = {v: cpu.cpu_seconds(b) or 0.0 for v, b in backends.items()}
+        wall = dict.fromkeys(dsns, 0.0)
+        for step, batch in enumerate(batches):
+            progress = _progress(batch)
+            for v in _turns(list(dsns), step):
+                t0 = time.monotonic()
+                await stores[v].commit_batch(batch, [], progress)
+                wall[v] += time.monotonic() - t0
+        for v, p in pools.items():
+            if int(await p.fetchval("SELECT pg_backend_pid()")) != backends[v]:
+                raise RuntimeError(f"{v}: the store's connection was replaced mid-run")
+        return {v: Measured(wall[v], (cpu.cpu_seconds(b) or 0.0) - cpu0[v])
+                for v, b in backends.items()}
     finally:
-        await pool.close()
+        for p in pools.values():
+            await p.close()
 
 
-async def _read_back(dsn: str) -> list[tuple[str, list[str], bytes]]:
-    """(table, columns, binary COPY data) of every table of TABLES in the staging database."""
+Staged = list[tuple[str, list[str], list[tuple[Any, ...]]]]
+"""(table, columns, rows) of every table of TABLES, in that order."""
+
+
+async def _read_back(dsn: str) -> Staged:
     conn = await asyncpg.connect(dsn)
     try:
-        out = []
+        out: Staged = []
         for table in TABLES:
             columns = [r["attname"] for r in await conn.fetch(
                 "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0"
                 " AND NOT attisdropped ORDER BY attnum", table)]
-            buf = io.BytesIO()
-            await conn.copy_from_query(f"SELECT {', '.join(columns)} FROM {table}", output=buf,
-                                       format="binary")
-            out.append((table, columns, buf.getvalue()))
+            rows = await conn.fetch(f"SELECT {', '.join(columns)} FROM {table}")
+            out.append((table, columns, [tuple(r) for r in rows]))
         return out
     finally:
         await conn.close()
 
 
-async def _copy_in(dsn: str, staged: Sequence[tuple[str, list[str], bytes]]) -> Measured:
-    conn = await asyncpg.connect(dsn)
+async def _copies(dsns: dict[str, str], staged: Staged) -> dict[str, Measured]:
+    """The staged rows COPYed into each database in one transaction each, the variants taking
+    turns CHUNK rows at a time: each backend's CPU, the wall time of its COPYs and commit."""
+    conns = {v: await asyncpg.connect(d) for v, d in dsns.items()}
     try:
-        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
-        cpu0, t0 = cpu.cpu_seconds(backend) or 0.0, time.monotonic()
-        async with conn.transaction():
-            for table, columns, data in staged:
-                await conn.copy_to_table(table, source=io.BytesIO(data), columns=columns,
-                                         format="binary")
-        return Measured(time.monotonic() - t0, (cpu.cpu_seconds(backend) or 0.0) - cpu0)
+        backends = {v: int(await c.fetchval("SELECT pg_backend_pid()")) for v, c in conns.items()}
+        cpu0 = {v: cpu.cpu_seconds(b) or 0.0 for v, b in backends.items()}
+        wall = dict.fromkeys(dsns, 0.0)
+        for c in conns.values():
+            await c.execute("BEGIN")
+        step = 0
+        for table, columns, rows in staged:
+            for i in range(0, len(rows), CHUNK):
+                for v in _turns(list(dsns), step):
+                    t0 = time.monotonic()
+                    await conns[v].copy_records_to_table(table, records=rows[i:i + CHUNK],
+                                                         columns=columns)
+                    wall[v] += time.monotonic() - t0
+                step += 1
+        for v in _turns(list(dsns), step):
+            t0 = time.monotonic()
+            await conns[v].execute("COMMIT")
+            wall[v] += time.monotonic() - t0
+        return {v: Measured(wall[v], (cpu.cpu_seconds(b) or 0.0) - cpu0[v])
+                for v, b in backends.items()}
     finally:
-        await conn.close()
+        for c in conns.values():
+            await c.close()
 
 
 async def _index_sizes(dsn: str) -> list[tuple[str, str, int]]:
@@ -213,28 +255,32 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
         made.append(f"idxcost_{stamp}_{name}")
         return await _variant_db(admin_dsn, made[-1], variant, keep)
 
+    async def drop(count: int) -> None:
+        for _ in range(count):
+            await drop_database(admin_dsn, made.pop())
+
     try:
         staging = await fresh("staging", "V19")
-        await _through_store(staging, batches)
+        await _through_stores({"staging": staging}, batches)
         staged = await _read_back(staging)
-        rows = {t: int(await _count(staging, t)) for t in TABLES}
+        rows = {t: len(r) for t, _, r in staged}
+        await drop(1)
         print(f"{n:,} events of the demo stream ({users:,} users): "
               + ", ".join(f"{t} {c:,}" for t, c in rows.items()))
         results: dict[tuple[str, str], list[Measured]] = {}
         sizes: dict[str, list[tuple[str, str, int]]] = {}
         for r in range(rounds):
-            order = VARIANTS[r % 3:] + VARIANTS[:r % 3]
-            for variant in order:
-                dsn = await fresh(f"{r}_{variant}_copy", variant)
-                results.setdefault(("copy", variant), []).append(await _copy_in(dsn, staged))
-                sizes.setdefault(variant, await _index_sizes(dsn))
-                await drop_database(admin_dsn, made.pop())
-            for variant in order:
-                dsn = await fresh(f"{r}_{variant}_store", variant, STORE_NEEDS)
-                results.setdefault(("store", variant), []).append(
-                    await _through_store(dsn, batches))
-                await drop_database(admin_dsn, made.pop())
-            _print_round(r, order, {k: v[-1] for k, v in results.items()}, n)
+            dsns = {v: await fresh(f"{r}_{v.lower()}_copy", v) for v in VARIANTS}
+            for v, m in (await _copies(dsns, staged)).items():
+                results.setdefault(("copy", v), []).append(m)
+            for v, dsn in dsns.items():
+                sizes.setdefault(v, await _index_sizes(dsn))
+            await drop(len(dsns))
+            dsns = {v: await fresh(f"{r}_{v.lower()}_store", v, STORE_NEEDS) for v in VARIANTS}
+            for v, m in (await _through_stores(dsns, batches)).items():
+                results.setdefault(("store", v), []).append(m)
+            await drop(len(dsns))
+            _print_round(r, {k: v[-1] for k, v in results.items()}, n)
         _print_summary(results, n)
         _print_sizes(sizes, rows)
         return 0
@@ -243,21 +289,12 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
             await drop_database(admin_dsn, name)
 
 
-async def _count(dsn: str, table: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-    finally:
-        await conn.close()
-
-
 def _us(seconds: float, n: int) -> float:
     return seconds / n * 1e6
 
 
-def _print_round(r: int, order: Sequence[str], last: dict[tuple[str, str], Measured],
-                 n: int) -> None:
-    print(f"\nround {r + 1} (order {', '.join(order)}): µs per event, backend CPU / wall")
+def _print_round(r: int, last: dict[tuple[str, str], Measured], n: int) -> None:
+    print(f"\nround {r + 1}: µs per event, backend CPU / wall (x: against seed)")
     for phase in ("copy", "store"):
         seed = last[(phase, "seed")]
         cells = []
