@@ -153,14 +153,20 @@ def _progress(batch: list[Incoming]) -> dict[tuple[str, int], PartitionProgress]
     return progress
 
 
+_CHECKPOINTS = "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+
+
 async def _through_stores(dsns: dict[str, str], batches: list[list[Incoming]]
-                          ) -> dict[str, Measured]:
+                          ) -> tuple[dict[str, Measured], int]:
     """Every batch through Store.commit_batch into each database, the variants taking turns
-    batch by batch, each on one connection: its backend's CPU, the wall time of its calls."""
+    batch by batch, each on one connection: its backend's CPU, the wall time of its calls; and
+    how many checkpoints the server made meanwhile."""
     pools = {v: await asyncpg.create_pool(d, min_size=1, max_size=1) for v, d in dsns.items()}
     try:
         stores = {v: _store(p) for v, p in pools.items()}
         backends = {v: int(await p.fetchval("SELECT pg_backend_pid()")) for v, p in pools.items()}
+        first = next(iter(pools.values()))
+        checkpoints = int(await first.fetchval(_CHECKPOINTS))
         cpu0 = {v: cpu.cpu_seconds(b) or 0.0 for v, b in backends.items()}
         wall = dict.fromkeys(dsns, 0.0)
         for step, batch in enumerate(batches):
@@ -169,11 +175,12 @@ async def _through_stores(dsns: dict[str, str], batches: list[list[Incoming]]
                 t0 = time.monotonic()
                 await stores[v].commit_batch(batch, [], progress)
                 wall[v] += time.monotonic() - t0
+        used = {v: (cpu.cpu_seconds(b) or 0.0) - cpu0[v] for v, b in backends.items()}
+        checkpoints = int(await first.fetchval(_CHECKPOINTS)) - checkpoints
         for v, p in pools.items():
             if int(await p.fetchval("SELECT pg_backend_pid()")) != backends[v]:
                 raise RuntimeError(f"{v}: the store's connection was replaced mid-run")
-        return {v: Measured(wall[v], (cpu.cpu_seconds(b) or 0.0) - cpu0[v])
-                for v, b in backends.items()}
+        return {v: Measured(wall[v], used[v]) for v in dsns}, checkpoints
     finally:
         for p in pools.values():
             await p.close()
@@ -198,12 +205,15 @@ async def _read_back(dsn: str) -> Staged:
         await conn.close()
 
 
-async def _copies(dsns: dict[str, str], staged: Staged) -> dict[str, Measured]:
+async def _copies(dsns: dict[str, str], staged: Staged) -> tuple[dict[str, Measured], int]:
     """The staged rows COPYed into each database in one transaction each, the variants taking
-    turns CHUNK rows at a time: each backend's CPU, the wall time of its COPYs and commit."""
+    turns CHUNK rows at a time: each backend's CPU, the wall time of its COPYs and commit; and
+    how many checkpoints the server made meanwhile."""
     conns = {v: await asyncpg.connect(d) for v, d in dsns.items()}
     try:
         backends = {v: int(await c.fetchval("SELECT pg_backend_pid()")) for v, c in conns.items()}
+        first = next(iter(conns.values()))
+        checkpoints = int(await first.fetchval(_CHECKPOINTS))
         cpu0 = {v: cpu.cpu_seconds(b) or 0.0 for v, b in backends.items()}
         wall = dict.fromkeys(dsns, 0.0)
         for c in conns.values():
@@ -221,8 +231,9 @@ async def _copies(dsns: dict[str, str], staged: Staged) -> dict[str, Measured]:
             t0 = time.monotonic()
             await conns[v].execute("COMMIT")
             wall[v] += time.monotonic() - t0
-        return {v: Measured(wall[v], (cpu.cpu_seconds(b) or 0.0) - cpu0[v])
-                for v, b in backends.items()}
+        used = {v: (cpu.cpu_seconds(b) or 0.0) - cpu0[v] for v, b in backends.items()}
+        checkpoints = int(await first.fetchval(_CHECKPOINTS)) - checkpoints
+        return {v: Measured(wall[v], used[v]) for v in dsns}, checkpoints
     finally:
         for c in conns.values():
             await c.close()
@@ -261,7 +272,7 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
 
     try:
         staging = await fresh("staging", "V19")
-        await _through_stores({"staging": staging}, batches)
+        await _through_stores({"staging": staging}, batches)  # untimed: it only stages
         staged = await _read_back(staging)
         rows = {t: len(r) for t, _, r in staged}
         await drop(1)
@@ -271,16 +282,19 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
         sizes: dict[str, list[tuple[str, str, int]]] = {}
         for r in range(rounds):
             dsns = {v: await fresh(f"{r}_{v.lower()}_copy", v) for v in VARIANTS}
-            for v, m in (await _copies(dsns, staged)).items():
+            measured, checkpoints = await _copies(dsns, staged)
+            for v, m in measured.items():
                 results.setdefault(("copy", v), []).append(m)
+            made_checkpoints = {"copy": checkpoints}
             for v, dsn in dsns.items():
                 sizes.setdefault(v, await _index_sizes(dsn))
             await drop(len(dsns))
             dsns = {v: await fresh(f"{r}_{v.lower()}_store", v, STORE_NEEDS) for v in VARIANTS}
-            for v, m in (await _through_stores(dsns, batches)).items():
+            measured, made_checkpoints["store"] = await _through_stores(dsns, batches)
+            for v, m in measured.items():
                 results.setdefault(("store", v), []).append(m)
             await drop(len(dsns))
-            _print_round(r, {k: v[-1] for k, v in results.items()}, n)
+            _print_round(r, {k: v[-1] for k, v in results.items()}, n, made_checkpoints)
         _print_summary(results, n)
         _print_sizes(sizes, rows)
         return 0
@@ -293,8 +307,13 @@ def _us(seconds: float, n: int) -> float:
     return seconds / n * 1e6
 
 
-def _print_round(r: int, last: dict[tuple[str, str], Measured], n: int) -> None:
-    print(f"\nround {r + 1}: µs per event, backend CPU / wall (x: against seed)")
+def _print_round(r: int, last: dict[tuple[str, str], Measured], n: int,
+                 checkpoints: dict[str, int]) -> None:
+    # A checkpoint makes the next change of every page write the whole page to the WAL: more
+    # index pages touched, more such writes. On a shared server other jobs cause them (each
+    # DROP DATABASE forces one), so say how many fell into each phase.
+    print(f"\nround {r + 1}: µs per event, backend CPU / wall (x: against seed); checkpoints "
+          f"during copy {checkpoints['copy']}, during store {checkpoints['store']}")
     for phase in ("copy", "store"):
         seed = last[(phase, "seed")]
         cells = []
