@@ -77,9 +77,12 @@ async def inclusion(conn: asyncpg.Connection, *, event_id: uuid.UUID | None = No
         tree_size = _pick(recorded, size)
         cols = ", ".join(f"a.{c}" for c in (*LEAF_COLUMNS, *PERSONAL_COLUMNS, "pii_salt"))
         if event_id is not None:
+            # Every audit row the pipeline writes has id = event_id (one row per event; an
+            # operator's row gets a fresh id for both), so the primary key (id, created_at)
+            # finds it: no index on event_id is kept for this one look-up (V19).
             row = await conn.fetchrow(f"SELECT {cols} FROM audit_events AS a "
-                                      "WHERE a.event_id = $1 ORDER BY a.audit_seq LIMIT 1",
-                                      event_id)
+                                      "WHERE a.id = $1 AND a.event_id = $1 "
+                                      "ORDER BY a.audit_seq LIMIT 1", event_id)
             what = f"event {event_id}"
         else:
             row = await conn.fetchrow(f"SELECT {cols} FROM audit_events AS a WHERE a.id = $1 "

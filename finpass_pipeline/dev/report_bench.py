@@ -7,7 +7,11 @@ kind (lookup p95 <= 50 ms, aggregate p95 <= 500 ms) and the EXPLAIN ANALYZE of t
 plan node, the indexes it used and every sequential scan of a big table (users, credentials,
 payments, audit_events and its partitions) with the number of rows that scan actually read. A
 SECURITY DEFINER function is not inlined, so its body is explained instead, with the generic plan
-it actually runs with. Load data first with `finpass-pipeline datagen`.
+it actually runs with; one called inside a report (ip_bursts_between in audit-suspicious) has its
+body's generic plan added, unexecuted. An audit partition's index is named by its parent index.
+It ends with which reports use each index, and the indexes of the big tables none uses: every
+index beyond the seed's must serve a report or a statement of the pipeline (docs/indexes.md).
+Load data first with `finpass-pipeline datagen`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +80,8 @@ class CaseResult:
     top_node: str
     indexes: list[str]
     big_seq_scans: list[str]
+    nested: list[str] = field(default_factory=list)
+    """SECURITY DEFINER functions called inside the report whose bodies were explained too."""
 
     @property
     def ok(self) -> bool:
@@ -120,9 +127,16 @@ def _base(name: str) -> str:
 _WRAPPERS = ("Limit", "Sort", "Incremental Sort", "Result", "Subquery Scan")
 
 
-def _summary(plan: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+def _summary(plan: dict[str, Any], parents: Mapping[str, str] | None = None
+             ) -> tuple[str, list[str], list[str]]:
     """The first node below Limit/Sort/Subquery wrappers (InitPlans skipped), the indexes used,
-    and every sequential scan of a big table with the rows it actually read."""
+    and every sequential scan of a big table with the rows it actually read. `parents` names a
+    partition's index by its parent index (`_parents`); others keep the `audit_events_*` form."""
+    parents = parents or {}
+
+    def index(name: str) -> str:
+        return parents.get(name) or _base(name)
+
     top = plan
     while top["Node Type"] in _WRAPPERS:
         children = [c for c in top.get("Plans", [])
@@ -132,11 +146,11 @@ def _summary(plan: dict[str, Any]) -> tuple[str, list[str], list[str]]:
         top = children[0]
     label = top["Node Type"]
     if top.get("Index Name"):
-        label += f" using {_base(top['Index Name'])}"
+        label += f" using {index(top['Index Name'])}"
     elif top.get("Relation Name"):
         label += f" on {_base(top['Relation Name'])}"
     nodes = _walk(plan)
-    indexes = sorted({_base(n["Index Name"]) for n in nodes if n.get("Index Name")})
+    indexes = sorted({index(n["Index Name"]) for n in nodes if n.get("Index Name")})
     read: dict[str, int] = {}
     for n in nodes:
         name = _base(n.get("Relation Name", ""))
@@ -148,28 +162,38 @@ def _summary(plan: dict[str, Any]) -> tuple[str, list[str], list[str]]:
     return label, indexes, seq
 
 
-async def _explain(conn: asyncpg.Connection, report: Report, args: list[Any]
-                   ) -> dict[str, Any]:
-    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {report.sql}", *args)
-    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
-    if plan["Node Type"] != "Function Scan":
-        return plan
-    # Not inlined (SECURITY DEFINER): explain the body with the generic plan it runs with.
-    name = re.search(r"analyst\.(\w+)\(", report.sql)
-    assert name is not None  # noqa: S101  (every report calls one analyst function)
+async def _parents(conn: asyncpg.Connection) -> dict[str, str]:
+    """Partition index -> the partitioned table's index it belongs to (audit_events: the
+    partitions' index names are generated, e.g. `..._created_at_idx1`, and say nothing)."""
+    rows = await conn.fetch(
+        "SELECT c.relname AS child, p.relname AS parent FROM pg_inherits AS h"
+        " JOIN pg_class AS c ON c.oid = h.inhrelid JOIN pg_class AS p ON p.oid = h.inhparent"
+        " WHERE c.relkind = 'i'")
+    return {r["child"]: r["parent"] for r in rows}
+
+
+async def _explain_body(conn: asyncpg.Connection, function: str, args: list[Any] | None
+                        ) -> dict[str, Any]:
+    """The plan of analyst.`function`'s body, generic as it runs; executed with `args`, or
+    only planned when `args` is None (a call inside a report: its arguments are expressions)."""
     body, arg_names, arg_types = await conn.fetchrow(
         "SELECT prosrc, proargnames[1:pronargs],"
         " ARRAY(SELECT format_type(t, NULL) FROM unnest(proargtypes) AS t)"
-        " FROM pg_proc WHERE oid = $1::regproc", f"analyst.{name[1]}")
+        " FROM pg_proc WHERE oid = $1::regproc", f"analyst.{function}")
     for i, arg in enumerate(arg_names, start=1):
         body = re.sub(rf"\b{arg}\b", f"${i}", body)
     await conn.execute(f"PREPARE _bench_body({', '.join(arg_types)}) AS {body}")
     try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        literals = ", ".join("NULL" if a is None else f"'{a}'" for a in args)
-        raw = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE _bench_body({literals})")
+        if args is None:
+            # NULL arguments would let executor start-up prune every partition from the plan.
+            await conn.execute("SET enable_partition_pruning = off")
+        values = args if args is not None else [None] * len(arg_types)
+        literals = ", ".join("NULL" if a is None else f"'{a}'" for a in values)
+        options = "ANALYZE, FORMAT JSON" if args is not None else "FORMAT JSON"
+        raw = await conn.fetchval(f"EXPLAIN ({options}) EXECUTE _bench_body({literals})")
     finally:
+        await conn.execute("RESET enable_partition_pruning")
         await conn.execute("RESET plan_cache_mode")
         await conn.execute("SET plan_cache_mode = force_custom_plan")
         await conn.execute("DEALLOCATE _bench_body")
@@ -177,11 +201,63 @@ async def _explain(conn: asyncpg.Connection, report: Report, args: list[Any]
     return body_plan
 
 
-async def bench(dsn: str, runs: int) -> tuple[dict[str, int], list[CaseResult]]:
-    """Every case of CASES, `runs` times each; also the row count of each big table."""
+async def _explain(conn: asyncpg.Connection, report: Report, args: list[Any]
+                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The report's plan, and the plans of the SECURITY DEFINER functions it calls inside."""
+    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {report.sql}", *args)
+    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
+    if plan["Node Type"] == "Function Scan":
+        # Not inlined (SECURITY DEFINER): explain the body with the generic plan it runs with.
+        name = re.search(r"analyst\.(\w+)\(", report.sql)
+        assert name is not None  # noqa: S101  (every report calls one analyst function)
+        return await _explain_body(conn, name[1], args), {}
+    definers = {r["proname"] for r in await conn.fetch(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'analyst'::regnamespace"
+        " AND prosecdef")}
+    called = sorted({n["Function Name"] for n in _walk(plan)
+                     if n["Node Type"] == "Function Scan" and n.get("Function Name") in definers})
+    return plan, {f: await _explain_body(conn, f, None) for f in called}
+
+
+async def _big_table_indexes(conn: asyncpg.Connection) -> dict[str, str]:
+    """Every index of the big tables (a partitioned table's own, not its partitions') -> table."""
+    rows = await conn.fetch(
+        "SELECT c.relname AS index, t.relname AS table FROM pg_index AS i"
+        " JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_class AS t ON t.oid = i.indrelid"
+        " WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY($1::text[])",
+        sorted(BIG_TABLES))
+    return {r["index"]: r["table"] for r in rows}
+
+
+def index_reports(results: list[CaseResult]) -> dict[str, list[str]]:
+    """Index -> the reports whose plans use it, both sorted by name."""
+    found: dict[str, set[str]] = {}
+    for r in results:
+        for name in r.indexes:
+            found.setdefault(name, set()).add(r.report)
+    return {name: sorted(found[name]) for name in sorted(found)}
+
+
+def _usage(results: list[CaseResult], indexes: Mapping[str, str]) -> str:
+    """The index -> reports summary, and the big tables' indexes no report used (Markdown)."""
+    used = index_reports(results)
+    lines = ["| index | reports whose plan uses it |", "|---|---|"]
+    lines += [f"| {name} | {', '.join(reports)} |" for name, reports in used.items()]
+    unused = sorted((t, i) for i, t in indexes.items() if i not in used)
+    lines.append("")
+    lines.append("Indexes of " + ", ".join(sorted(BIG_TABLES)) + " no report used: "
+                 + (", ".join(f"{i} ({t})" for t, i in unused) or "none") + ".")
+    return "\n".join(lines)
+
+
+async def bench(dsn: str, runs: int
+                ) -> tuple[dict[str, int], list[CaseResult], dict[str, str]]:
+    """Every case of CASES, `runs` times each; also the row count of each big table and every
+    index of the big tables (index -> table)."""
     conn = await connect(dsn)
     try:
         samples = await _samples(conn)
+        parents = await _parents(conn)
         counts = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}"))
                   for t in ("users", "credentials", "payments", "audit_events")}
         results = []
@@ -195,12 +271,17 @@ async def bench(dsn: str, runs: int) -> tuple[dict[str, int], list[CaseResult]]:
                 started = time.perf_counter()
                 _, rows = await fetch(conn, report, args)
                 timings.append((time.perf_counter() - started) * 1000)
-            top, indexes, seq = _summary(await _explain(conn, report, args))
+            plan, nested = await _explain(conn, report, args)
+            top, indexes, seq = _summary(plan, parents)
+            for function, body in nested.items():
+                _, more, more_seq = _summary(body, parents)
+                indexes = sorted({*indexes, *more})
+                seq += [f"{s.split(' (')[0]} (in {function}, planned)" for s in more_seq]
             goal = LOOKUP_GOAL_MS if report.kind == "lookup" else AGGREGATE_GOAL_MS
             results.append(CaseResult(name, label, report.kind, len(rows),
                                       percentile(timings, 0.5), percentile(timings, 0.95),
-                                      goal, top, indexes, seq))
-        return counts, results
+                                      goal, top, indexes, seq, sorted(nested)))
+        return counts, results, await _big_table_indexes(conn)
     finally:
         await conn.close()
 
@@ -212,7 +293,8 @@ def _markdown(results: list[CaseResult]) -> str:
     for r in results:
         lines.append(
             f"| {r.report} | {r.label} | {r.kind} | {r.rows} | {r.p50_ms:.1f} | {r.p95_ms:.1f} "
-            f"| {'ok' if r.ok else 'MISSED'} ≤ {r.goal_ms:.0f} | {r.top_node} "
+            f"| {'ok' if r.ok else 'MISSED'} ≤ {r.goal_ms:.0f} "
+            f"| {r.top_node}{''.join(f' + {f}' for f in r.nested)} "
             f"| {', '.join(r.indexes) or '-'} | {', '.join(r.big_seq_scans) or 'none'} |")
     return "\n".join(lines)
 
@@ -223,7 +305,7 @@ def run_cli(args: Any, settings: Settings) -> int:
     from rich.table import Table
 
     try:
-        counts, results = asyncio.run(bench(settings.database_url, args.runs))
+        counts, results, indexes = asyncio.run(bench(settings.database_url, args.runs))
     except (OSError, asyncpg.PostgresError, RuntimeError) as e:
         raise FinpassError(f"report-bench failed: {e}") from e
     table = Table(title=f"analyst reports, {args.runs} runs each (client-side wall time)")
@@ -235,7 +317,8 @@ def run_cli(args: Any, settings: Settings) -> int:
                       f"{r.p95_ms:.1f}",
                       f"[green]ok[/green] ≤{r.goal_ms:.0f}" if r.ok
                       else f"[red]MISSED[/red] ≤{r.goal_ms:.0f}",
-                      r.top_node, ", ".join(r.indexes) or "-",
+                      r.top_node + "".join(f" + {f}" for f in r.nested),
+                      ", ".join(r.indexes) or "-",
                       ", ".join(r.big_seq_scans) or "-")
     console = Console(width=260)
     console.print("dataset: " + " · ".join(f"{t} {n:,}" for t, n in counts.items()))
@@ -243,4 +326,5 @@ def run_cli(args: Any, settings: Settings) -> int:
     console.print(f"{len(REPORTS)} reports, {len(results)} cases; "
                   f"{sum(r.ok for r in results)} within goal")
     print("\n" + _markdown(results))
+    print("\n" + _usage(results, indexes))
     return 0 if all(r.ok for r in results) else 1

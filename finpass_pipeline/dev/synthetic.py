@@ -456,11 +456,12 @@ class Generator:
                         new = f'{{"status":"{_PAY_STATUS[kind]}"}}'
                         desc = f"payment -> {_PAY_STATUS[kind]}"
                 created = min(t + r.uniform(0.05, 1.5), now)
-                yield (f"{self._uuid()}\t{etype}\t{uhash}\t{session}\t{ip}\t{ua}\t{rid}\t"
+                row_id = self._uuid()  # also the event_id, as the pipeline writes its rows
+                yield (f"{row_id}\t{etype}\t{uhash}\t{session}\t{ip}\t{ua}\t{rid}\t"
                        f"{rtype}\t{action}\t{outcome}\t{sev}\t{desc}\t{new}\t"
                        f"{uhash if role == 'USER' else self.admin_hash}\t{role}\t"
                        f"{source}\t{corr}\t{err}\t{msg}\t{_GEO[r.randrange(10)]}\t{NULL}\t"
-                       f"{365 if kind in (K_LOGIN, K_FAIL) else 2555}\t{self._uuid()}\t"
+                       f"{365 if kind in (K_LOGIN, K_FAIL) else 2555}\t{row_id}\t"
                        f"{ts(t)}\t{self.key_id}\t{ts(created)}\n")
 
     def tables(self) -> Iterator[tuple[str, tuple[str, ...], int, Iterator[list[str]]]]:

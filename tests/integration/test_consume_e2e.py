@@ -78,7 +78,8 @@ async def test_user_lifecycle_rows_and_audit(settings: Settings) -> None:
         "AUTH_LOGIN_FAILED", "USER_STATUS_CHANGED"}
     for a, e in zip(audits, sorted(events, key=lambda x: (x.occurred_at,
                                                             x.event_type.upper())), strict=True):
-        assert a["event_id"] == e.event_id
+        # id = event_id: `audit prove --event-id` finds the row by its primary key (V19).
+        assert a["id"] == a["event_id"] == e.event_id
         assert a["correlation_id"] == e.correlation_id
         assert a["user_id_hash"] == pseudonym(did)
         assert a["source_system"] == "tests"

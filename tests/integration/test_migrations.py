@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from finpass_pipeline.dev.index_cost import SEED_INDEXES as COST_SEED_INDEXES
 from finpass_pipeline.migrations import (
     ADVISORY_LOCK_KEY,
     SCHEMA_DIR,
@@ -643,3 +644,44 @@ async def test_v12_numbers_existing_audit_rows_and_undoes_exactly(fresh_db: str)
         assert await migrate(fresh_db, target=12) == [12]
     finally:
         await conn.close()
+
+
+# Read by no report and no statement of the pipeline (docs/indexes.md).
+V19_DROPPED = {
+    "idx_audit_events_event_id", "idx_audit_events_resource", "idx_audit_events_user_created",
+    "idx_audit_events_audit_seq", "idx_payments_payer_id_hash", "idx_users_email_index",
+    "idx_users_phone_index", "idx_person_keys_master_key",
+}
+
+
+async def test_v19_drops_only_its_indexes_and_u19_recreates_them_exactly(fresh_db: str) -> None:
+    """V19 drops its eight indexes, every audit partition's copy with them, and nothing else
+    (the seed's indexes and the constraints stay); U19 gives back the catalog before it, the
+    partitions' index names included."""
+    below = max(v for v in await migrate(fresh_db) if v < 19)
+    await rollback(fresh_db, to=below)
+    conn = await asyncpg.connect(fresh_db)
+    try:  # an older month too, so that more than the migration's own partitions exist
+        await conn.execute(
+            "SELECT audit_ensure_partitions(0, now() - interval '70 days', now())")
+        partitions = await conn.fetchval("SELECT count(*) FROM audit_partitions()")
+    finally:
+        await conn.close()
+    before = await _catalog(fresh_db)
+    assert await migrate(fresh_db, target=19) == [19]
+    after = await _catalog(fresh_db)
+    names_before = {r[1] for r in before["indexes"]}
+    names_after = {r[1] for r in after["indexes"]}
+    assert names_after <= names_before
+    gone = names_before - names_after
+    assert {n for n in gone if not n.startswith("audit_events_y")} == V19_DROPPED
+    assert len([n for n in gone if n.startswith("audit_events_y")]) == 4 * partitions
+    assert set(SEED_INDEXES) <= names_after
+    assert set(SEED_INDEXES) == COST_SEED_INDEXES  # what index_cost's `seed` variant keeps
+    for kind in ("columns", "constraints", "triggers", "functions"):
+        assert after[kind] == before[kind]
+    tables = [r for r in before["relations"] if r[1] not in (b"i", b"I")]
+    assert [r for r in after["relations"] if r[1] not in (b"i", b"I")] == tables
+    assert await rollback(fresh_db, to=below) == [19]
+    assert await _catalog(fresh_db) == before
+    assert await migrate(fresh_db, target=19) == [19]
