@@ -25,7 +25,11 @@ newest with every index of those tables dropped that is neither the seed's (V1/V
 constraint — in the store phase except the two the consumer's own erasure statements need
 (STORE_NEEDS: without them each erasure scans credentials, a cost of plans, not of upkeep).
 Measured: the CPU of each PostgreSQL backend (/proc/<pid>/stat, so the database server must run
-on this machine) and the wall time of its calls, per event.
+on this machine) and the wall time of its calls, per event; the blocks each database read into
+shared buffers (pg_stat_database: misses, which random-key indexes make most of once the
+buffers are short); and the checkpoints during each phase (after one, the next change of every
+page writes the whole page to the WAL). `--unlogged` makes the tables UNLOGGED: the index upkeep
+without its WAL.
 """
 
 from __future__ import annotations
@@ -89,16 +93,38 @@ GROUP = "index-cost"
 class Measured:
     wall_s: float
     cpu_s: float
+    reads: int = 0
+    """Blocks its database read into shared buffers (misses), autovacuum's included."""
+
+
+async def _reads(admin_dsn: str, names: Sequence[str]) -> dict[str, int]:
+    """blks_read of each database (pg_stat_database: one database per variant)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return {r["datname"]: int(r["blks_read"]) for r in await conn.fetch(
+            "SELECT datname, blks_read FROM pg_stat_database WHERE datname = ANY($1::text[])",
+            list(names))}
+    finally:
+        await conn.close()
 
 
 async def _variant_db(admin_dsn: str, name: str, variant: str,
-                      keep: frozenset[str] = frozenset()) -> str:
-    """A fresh database with `variant`'s indexes (`seed` keeps `keep` besides the seed's)."""
+                      keep: frozenset[str] = frozenset(), unlogged: bool = False) -> str:
+    """A fresh database with `variant`'s indexes (`seed` keeps `keep` besides the seed's);
+    with `unlogged`, TABLES (every audit partition) are UNLOGGED: no WAL, no page images."""
     dsn = await create_database(admin_dsn, name)
     await migrate(dsn, target=BEFORE_V19 if variant == "before" else None)
-    if variant == "seed":
-        conn = await asyncpg.connect(dsn)
-        try:
+    conn = await asyncpg.connect(dsn)
+    try:
+        if unlogged:
+            partitions = [r["p"] for r in await conn.fetch(
+                "SELECT inhrelid::regclass::text AS p FROM pg_inherits"
+                " WHERE inhparent = 'audit_events'::regclass")]
+            # Referencing tables first: a permanent table may not reference an unlogged one.
+            for table in ("credential_status", "credentials", "users", "payments",
+                          "person_keys", "processed_events", *partitions):
+                await conn.execute(f"ALTER TABLE {table} SET UNLOGGED")
+        if variant == "seed":
             for r in await conn.fetch(
                     "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
                     " JOIN pg_class AS t ON t.oid = i.indrelid"
@@ -110,8 +136,8 @@ async def _variant_db(admin_dsn: str, name: str, variant: str,
                     "                 WHERE h.inhrelid = i.indexrelid)", list(TABLES)):
                 if r["relname"] not in SEED_INDEXES | keep:
                     await conn.execute(f'DROP INDEX "{r["relname"]}"')
-        finally:
-            await conn.close()
+    finally:
+        await conn.close()
     return dsn
 
 
@@ -256,7 +282,8 @@ async def _index_sizes(dsn: str) -> list[tuple[str, str, int]]:
         await conn.close()
 
 
-async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -> int:
+async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int,
+              unlogged: bool = False) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
     batches = _incoming(events, users, seed)
     n = sum(len(b) for b in batches)
@@ -264,11 +291,19 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
 
     async def fresh(name: str, variant: str, keep: frozenset[str] = frozenset()) -> str:
         made.append(f"idxcost_{stamp}_{name}")
-        return await _variant_db(admin_dsn, made[-1], variant, keep)
+        return await _variant_db(admin_dsn, made[-1], variant, keep, unlogged)
 
     async def drop(count: int) -> None:
         for _ in range(count):
             await drop_database(admin_dsn, made.pop())
+
+    async def count_reads(measured: dict[str, Measured], names: list[str],
+                           reads0: dict[str, int]) -> None:
+        # The backends flush their counters when they close; give the last one a moment.
+        await asyncio.sleep(1.0)
+        after = await _reads(admin_dsn, names)
+        for m, name in zip(measured.values(), names, strict=True):
+            m.reads = after.get(name, 0) - reads0.get(name, 0)
 
     try:
         staging = await fresh("staging", "V19")
@@ -282,7 +317,9 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
         sizes: dict[str, list[tuple[str, str, int]]] = {}
         for r in range(rounds):
             dsns = {v: await fresh(f"{r}_{v.lower()}_copy", v) for v in VARIANTS}
+            reads0 = await _reads(admin_dsn, made[-len(dsns):])
             measured, checkpoints = await _copies(dsns, staged)
+            await count_reads(measured, made[-len(dsns):], reads0)
             for v, m in measured.items():
                 results.setdefault(("copy", v), []).append(m)
             made_checkpoints = {"copy": checkpoints}
@@ -290,7 +327,9 @@ async def run(admin_dsn: str, events: int, users: int, rounds: int, seed: int) -
                 sizes.setdefault(v, await _index_sizes(dsn))
             await drop(len(dsns))
             dsns = {v: await fresh(f"{r}_{v.lower()}_store", v, STORE_NEEDS) for v in VARIANTS}
+            reads0 = await _reads(admin_dsn, made[-len(dsns):])
             measured, made_checkpoints["store"] = await _through_stores(dsns, batches)
+            await count_reads(measured, made[-len(dsns):], reads0)
             for v, m in measured.items():
                 results.setdefault(("store", v), []).append(m)
             await drop(len(dsns))
@@ -312,7 +351,8 @@ def _print_round(r: int, last: dict[tuple[str, str], Measured], n: int,
     # A checkpoint makes the next change of every page write the whole page to the WAL: more
     # index pages touched, more such writes. On a shared server other jobs cause them (each
     # DROP DATABASE forces one), so say how many fell into each phase.
-    print(f"\nround {r + 1}: µs per event, backend CPU / wall (x: against seed); checkpoints "
+    print(f"\nround {r + 1}: µs per event, backend CPU / wall (x: against seed, buffer reads per "
+          f"event); checkpoints "
           f"during copy {checkpoints['copy']}, during store {checkpoints['store']}")
     for phase in ("copy", "store"):
         seed = last[(phase, "seed")]
@@ -320,14 +360,16 @@ def _print_round(r: int, last: dict[tuple[str, str], Measured], n: int,
         for v in VARIANTS:
             m = last[(phase, v)]
             cells.append(f"{v} {_us(m.cpu_s, n):.1f} / {_us(m.wall_s, n):.1f}"
-                         f" (x{m.cpu_s / seed.cpu_s:.2f} / x{m.wall_s / seed.wall_s:.2f})")
+                         f" (x{m.cpu_s / seed.cpu_s:.2f} / x{m.wall_s / seed.wall_s:.2f},"
+                         f" {m.reads / n:.2f} reads)")
         print(f"  {phase:<5} " + "; ".join(cells))
 
 
 def _print_summary(results: dict[tuple[str, str], list[Measured]], n: int) -> None:
     """Medians over the rounds, and each variant against `seed` of the same round."""
-    print("\n| phase | variant | backend CPU µs/event | wall µs/event | CPU ÷ seed | wall ÷ seed |")
-    print("|---|---|--:|--:|--:|--:|")
+    print("\n| phase | variant | backend CPU µs/event | wall µs/event | CPU ÷ seed | wall ÷ seed "
+          "| buffer reads/event |")
+    print("|---|---|--:|--:|--:|--:|--:|")
     for phase in ("copy", "store"):
         seed = results[(phase, "seed")]
         for v in VARIANTS:
@@ -336,7 +378,8 @@ def _print_summary(results: dict[tuple[str, str], list[Measured]], n: int) -> No
             wall_ratio = [m.wall_s / s.wall_s for m, s in zip(got, seed, strict=True)]
             print(f"| {phase} | {v} | {statistics.median(_us(m.cpu_s, n) for m in got):.1f} "
                   f"| {statistics.median(_us(m.wall_s, n) for m in got):.1f} "
-                  f"| {_range(cpu_ratio)} | {_range(wall_ratio)} |")
+                  f"| {_range(cpu_ratio)} | {_range(wall_ratio)} "
+                  f"| {statistics.median(m.reads / n for m in got):.2f} |")
     # What V19 took off: the schema before it against V19, round by round.
     print()
     for phase in ("copy", "store"):
@@ -371,10 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--unlogged", action="store_true",
+                        help="UNLOGGED tables: the index upkeep without its WAL")
     args = parser.parse_args(argv)
     settings = Settings()
     return asyncio.run(run(settings.database_url, args.events, args.users, args.rounds,
-                           args.seed))
+                           args.seed, args.unlogged))
 
 
 if __name__ == "__main__":
