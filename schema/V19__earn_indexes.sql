@@ -29,5 +29,5 @@ DROP INDEX idx_payments_payer_id_hash;
 DROP INDEX idx_users_email_index;
 DROP INDEX idx_users_phone_index;
 -- V16. `privacy rotate-key` asks for master_key_id <> the current key, which a B-tree cannot
--- narrow: it reads the whole table either way.
+-- narrow: its batches read the whole table either way (only its final count used the index).
 DROP INDEX idx_person_keys_master_key;
