@@ -27,7 +27,6 @@ from finpass_pipeline.audit.record import (
     to_json,
 )
 from finpass_pipeline.events import (
-    EVENT_TYPES,
     CredentialExpired,
     CredentialIssued,
     CredentialReinstated,
@@ -428,7 +427,7 @@ class Applier:
         event_type = e.event_type
         # One audit row per event: the event id is a natural, replay-stable row id.
         return AuditRow(
-            e.event_id, _AUDIT_TYPES.get(event_type) or audit_event_type(event_type), subject,
+            e.event_id, audit_event_type(event_type), subject,
             session, ip, agent, tenant, resource, effect.resource_type, e.action,
             effect.outcome, effect.severity, description,
             self._details_json(details) if details else None,
@@ -455,9 +454,6 @@ _TEXT_COLUMNS = ("session_id", "tenant_id", "resource_id", "description", "error
                  "user_agent", "performed_by_role", "geolocation", "device_fingerprint")
 """The free-text columns `_audit_row` fills, in its order."""
 _TEXT_WIDTHS = tuple(AUDIT_TEXT_WIDTHS[c] for c in _TEXT_COLUMNS)
-
-_AUDIT_TYPES: dict[str, str] = {t: audit_event_type(t) for t in EVENT_TYPES}
-"""`audit_events.event_type` of every event type, computed once."""
 
 
 @dataclass(slots=True)

@@ -20,9 +20,9 @@ import gc
 
 YOUNG_THRESHOLD = 200_000
 """Net container allocations between young collections, above what a batch of 2,000 events
-keeps alive at once (a fetched-ahead batch and the committing one): measured on the hot path
-(`/work`-style harness in docs/performance.md), 50,000 gave a collection per batch, 8.8 µs per
-event; 200,000 one per ten batches, 4 µs."""
+keeps alive at once (a fetched-ahead batch and the committing one): measured on the store path
+(`gc.callbacks` over 20,000 demo events, docs/performance.md), 50,000 gave a collection per
+batch, 8.8 µs per event; 200,000 one per ten batches, 4 µs."""
 
 
 def tune_for_batches() -> None:

@@ -101,9 +101,10 @@ def _encode_fast(values: list[Any]) -> bytes:
     try:
         out = pydantic_core.to_json(values)
     except (ValueError, pydantic_core.PydanticSerializationError):  # e.g. a lone surrogate
-        out = b"\x80"
-    if out.isascii() and b"\x7f" not in out:
-        return out
+        pass
+    else:
+        if out.isascii() and b"\x7f" not in out:
+            return out
     return _encode([str(v) if isinstance(v, uuid.UUID) else v for v in values]).encode()
 
 

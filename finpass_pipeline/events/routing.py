@@ -6,6 +6,7 @@ subject, key and action) the event models answer themselves (`events.models.Even
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def message_key(event: EventBase) -> bytes:
     return event.message_key()
 
 
+@functools.lru_cache(maxsize=256)
 def audit_event_type(event_type: str) -> str:
-    """`audit_events.event_type`: `"payment.captured"` -> `"PAYMENT_CAPTURED"`."""
+    """`audit_events.event_type`: `"payment.captured"` -> `"PAYMENT_CAPTURED"` (asked once per
+    audit row: cached, there are only a few types)."""
     return event_type.replace(".", "_").upper()
